@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.0;
+
+/// The system config contract at 0x0000000000000000000000000000000000001000.
+/// Values are decimal strings except `consensus_mode` (`pbft` or `raft`).
+/// A change made in block N is in force from block N+1.
+interface ISystemConfig {
+    /// Emitted on every accepted change.
+    event ConfigChanged(string key, string value, uint256 enableNumber);
+
+    /// Reads a value by key, with the block number from which it is in force.
+    function getValueByKey(string calldata key) external view returns (string memory value, uint256 enableNumber);
+    /// Changes a value; only the chain's administrators may call it.
+    function setValueByKey(string calldata key, string calldata value) external returns (int32);
+    /// Target time between blocks.
+    function blockIntervalMs() external view returns (uint64);
+    /// Most transactions one block may hold.
+    function maxTxsPerBlock() external view returns (uint64);
+    /// Most gas one block may use.
+    function blockGasLimit() external view returns (uint64);
+    /// The consensus algorithm: `pbft` or `raft`.
+    function consensusMode() external view returns (string memory);
+    /// The protocol version every node must support.
+    function compatibilityVersion() external view returns (uint32);
+}

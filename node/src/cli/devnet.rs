@@ -1,0 +1,146 @@
+//! `bcos-node devnet`: a local chain in one process, resumable from its directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use bcos_sdk::{
+    config::{ConsensusMode, Genesis, GrpcConfig, MetricsConfig, NodeConfig, RpcConfig, StorageConfig, SystemConfig, TxPoolConfig},
+    crypto::{AccountKey, NodeKey},
+};
+use clap::Args;
+
+use crate::service;
+
+/// Options of `devnet`.
+#[derive(Debug, Args)]
+pub struct DevnetArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: u16,
+    /// Consensus algorithm.
+    #[arg(long, default_value = "pbft")]
+    pub consensus: ConsensusMode,
+    /// Directory holding keys, genesis, node files and data; reused on the next run.
+    #[arg(long, default_value = "devnet")]
+    pub dir: PathBuf,
+    /// Chain id of a new devnet.
+    #[arg(long, default_value_t = 20200)]
+    pub chain_id: u64,
+    /// Block interval of a new devnet, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub block_interval_ms: u64,
+    /// JSON-RPC port of node 0 (node i uses this + i).
+    #[arg(long, default_value_t = 8545)]
+    pub rpc_port: u16,
+    /// gRPC port of node 0 (node i uses this + i).
+    #[arg(long, default_value_t = 50051)]
+    pub grpc_port: u16,
+    /// Metrics port of node 0 (node i uses this + i).
+    #[arg(long, default_value_t = 9100)]
+    pub metrics_port: u16,
+}
+
+const GENESIS_FILE: &str = "genesis.yaml";
+const ADMIN_KEY_FILE: &str = "admin.key";
+
+fn node_dir(dir: &Path, index: u16) -> PathBuf {
+    dir.join(format!("node{index}"))
+}
+
+/// Creates keys, genesis and node files for a new devnet.
+fn create(args: &DevnetArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    let admin = AccountKey::generate();
+    admin.save_new(&args.dir.join(ADMIN_KEY_FILE))?;
+    let mut node_ids = Vec::new();
+    for index in 0..args.nodes {
+        let dir = node_dir(&args.dir, index);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let key = NodeKey::generate();
+        key.save_new(&dir.join("node.key"))?;
+        node_ids.push(key.node_id());
+        let port = |base: u16| -> anyhow::Result<u16> {
+            base.checked_add(index).context("port number overflows; choose lower base ports")
+        };
+        let config = NodeConfig {
+            data_dir: PathBuf::from("data"),
+            genesis_file: PathBuf::from("../").join(GENESIS_FILE),
+            node_key_file: PathBuf::from("node.key"),
+            rpc: RpcConfig::on(([127, 0, 0, 1], port(args.rpc_port)?).into()),
+            grpc: GrpcConfig { listen: ([127, 0, 0, 1], port(args.grpc_port)?).into() },
+            metrics: MetricsConfig { listen: ([127, 0, 0, 1], port(args.metrics_port)?).into() },
+            txpool: TxPoolConfig::default(),
+            storage: StorageConfig::default(),
+        };
+        config.save(&dir.join("node.yaml"))?;
+    }
+    let genesis = Genesis {
+        chain_id: args.chain_id,
+        timestamp_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default(),
+        system_config: SystemConfig {
+            block_interval_ms: args.block_interval_ms,
+            consensus_mode: args.consensus,
+            ..SystemConfig::default()
+        },
+        consensus_nodes: node_ids,
+        admins: vec![admin.address()],
+        alloc: Default::default(),
+    };
+    genesis.save(&args.dir.join(GENESIS_FILE))?;
+    Ok(())
+}
+
+/// Runs the devnet until Ctrl-C or SIGTERM.
+pub(super) async fn run(args: DevnetArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let genesis_path = args.dir.join(GENESIS_FILE);
+    if genesis_path.exists() {
+        println!("resuming devnet in {}", args.dir.display());
+    } else {
+        if args.nodes > 1 {
+            bail!("--nodes {}: this build runs single-node chains; multi-node PBFT/Raft consensus is not implemented yet", args.nodes);
+        }
+        create(&args)?;
+        println!("created devnet in {}", args.dir.display());
+    }
+    let genesis = Genesis::load(&genesis_path)?;
+    let admin = AccountKey::load(&args.dir.join(ADMIN_KEY_FILE))?;
+    println!(
+        "chain id {}  consensus {}  admin account {} (key in {})",
+        genesis.chain_id,
+        genesis.system_config.consensus_mode,
+        admin.address(),
+        args.dir.join(ADMIN_KEY_FILE).display()
+    );
+    let node_count = u16::try_from(genesis.consensus_nodes.len()).context("too many nodes in genesis")?;
+    let mut nodes = Vec::new();
+    for index in 0..node_count {
+        let config = NodeConfig::load(&node_dir(&args.dir, index).join("node.yaml"))?;
+        let node = service::start(&config).await.with_context(|| format!("starting node {index}"))?;
+        super::print_endpoints(&format!("node {index}"), &node.endpoints, node.node_id);
+        nodes.push(node);
+    }
+    println!("devnet running; Ctrl-C to stop");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let handles: Vec<_> = nodes
+        .into_iter()
+        .map(|node| {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(node.run_until(async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            }))
+        })
+        .collect();
+    super::ctrl_c_or_term().await;
+    let _ = stop_tx.send(true);
+    for handle in handles {
+        handle.await.context("node task panicked")??;
+    }
+    println!("devnet stopped");
+    Ok(())
+}

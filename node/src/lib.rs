@@ -1,0 +1,17 @@
+//! bcos-node: one node of a BCOS chain.
+//!
+//! The data path: a transaction enters at [`rpc`] (JSON-RPC or gRPC), is admitted by [`txpool`]
+//! (its sender recovered once), ordered into a block by [`consensus`], executed by [`executor`]
+//! (revm), persisted by [`storage`] (RocksDB, one batch per block) through [`chain`], and served
+//! back by [`rpc`]. [`metrics`] exposes Prometheus metrics and health probes; [`cli`] and
+//! [`service`] assemble a running node.
+
+pub mod chain;
+pub mod cli;
+pub mod consensus;
+pub mod executor;
+pub mod metrics;
+pub mod rpc;
+pub mod service;
+pub mod storage;
+pub mod txpool;

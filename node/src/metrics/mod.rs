@@ -1,0 +1,143 @@
+//! Prometheus metrics and the `/metrics`, `/healthz` and `/readyz` endpoints.
+//!
+//! Each module owns a metrics struct registered in the node's one [`Registry`]; every name starts
+//! with `bcos_`.
+
+mod server;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+pub use server::{Health, bind, serve};
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    // Names are constants of this module, so a clash is a programming error caught by the tests.
+    if let Err(e) = registry.register(Box::new(metric.clone())) {
+        tracing::error!(target: "metrics", error = %e, "metric registered twice");
+    }
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("invalid metric {name}: {e}")))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("invalid metric {name}: {e}")))
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets);
+    register(registry, Histogram::with_opts(opts).unwrap_or_else(|e| unreachable!("invalid metric {name}: {e}")))
+}
+
+/// Transaction pool metrics.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    /// Pending transactions.
+    pub size: IntGauge,
+    /// Transactions admitted.
+    pub admitted: IntCounter,
+    /// Transactions refused, by reason.
+    pub rejected: IntCounterVec,
+    /// Transactions dropped because block production found them unexecutable.
+    pub evicted: IntCounter,
+}
+
+impl PoolMetrics {
+    /// Registers the pool metrics.
+    pub fn register(registry: &Registry) -> Self {
+        let rejected = IntCounterVec::new(
+            Opts::new("bcos_txpool_rejected_total", "Transactions refused by the pool, by reason"),
+            &["reason"],
+        )
+        .unwrap_or_else(|e| unreachable!("invalid metric: {e}"));
+        Self {
+            size: gauge(registry, "bcos_txpool_size", "Pending transactions in the pool"),
+            admitted: counter(registry, "bcos_txpool_admitted_total", "Transactions admitted to the pool"),
+            rejected: register(registry, rejected),
+            evicted: counter(registry, "bcos_txpool_evicted_total", "Pooled transactions found unexecutable"),
+        }
+    }
+}
+
+/// Chain (block production and commit) metrics.
+#[derive(Clone)]
+pub struct ChainMetrics {
+    /// Height of the latest committed block.
+    pub height: IntGauge,
+    /// Transactions committed.
+    pub committed_txs: IntCounter,
+    /// Blocks committed.
+    pub committed_blocks: IntCounter,
+    /// Time to execute a block.
+    pub execution_seconds: Histogram,
+    /// Time to write a block.
+    pub commit_seconds: Histogram,
+    /// Transactions per block.
+    pub block_txs: Histogram,
+}
+
+impl ChainMetrics {
+    /// Registers the chain metrics.
+    pub fn register(registry: &Registry) -> Self {
+        let seconds = vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+        Self {
+            height: gauge(registry, "bcos_block_height", "Height of the latest committed block"),
+            committed_txs: counter(registry, "bcos_committed_transactions_total", "Transactions committed"),
+            committed_blocks: counter(registry, "bcos_committed_blocks_total", "Blocks committed"),
+            execution_seconds: histogram(registry, "bcos_block_execution_seconds", "Time to execute a block", seconds.clone()),
+            commit_seconds: histogram(registry, "bcos_block_commit_seconds", "Time to write a block", seconds),
+            block_txs: histogram(
+                registry,
+                "bcos_block_transactions",
+                "Transactions per block",
+                vec![0.0, 1.0, 10.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0],
+            ),
+        }
+    }
+}
+
+/// JSON-RPC and gRPC metrics.
+#[derive(Clone)]
+pub struct RpcMetrics {
+    /// Calls by API and method.
+    pub calls: IntCounterVec,
+    /// Error answers by API and method.
+    pub errors: IntCounterVec,
+    /// Call latency by API and method.
+    pub latency: HistogramVec,
+}
+
+impl RpcMetrics {
+    /// Registers the RPC metrics.
+    pub fn register(registry: &Registry) -> Self {
+        let labels = &["api", "method"];
+        let calls = IntCounterVec::new(Opts::new("bcos_rpc_calls_total", "RPC calls"), labels)
+            .unwrap_or_else(|e| unreachable!("invalid metric: {e}"));
+        let errors = IntCounterVec::new(Opts::new("bcos_rpc_errors_total", "RPC calls answered with an error"), labels)
+            .unwrap_or_else(|e| unreachable!("invalid metric: {e}"));
+        let latency = HistogramVec::new(
+            HistogramOpts::new("bcos_rpc_latency_seconds", "RPC call latency")
+                .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+            labels,
+        )
+        .unwrap_or_else(|e| unreachable!("invalid metric: {e}"));
+        Self { calls: register(registry, calls), errors: register(registry, errors), latency: register(registry, latency) }
+    }
+}
+
+/// Metrics of consensus and the network that other parts report.
+#[derive(Clone)]
+pub struct NodeInfoMetrics {
+    /// Connected peers.
+    pub peers: IntGauge,
+}
+
+impl NodeInfoMetrics {
+    /// Registers node-level metrics.
+    pub fn register(registry: &Registry) -> Self {
+        Self { peers: gauge(registry, "bcos_peers", "Connected peers") }
+    }
+}

@@ -1,0 +1,187 @@
+//! Assembles a running node from its configuration: storage, chain, pool, block production,
+//! JSON-RPC, gRPC and metrics, with one shutdown signal for all of them.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use bcos_sdk::{
+    config::{ConfigError, Genesis, NodeConfig},
+    crypto::{KeyError, NodeKey},
+};
+use prometheus::Registry;
+use tokio::{sync::watch, task::JoinSet};
+
+use crate::{
+    chain::{Chain, ChainError},
+    consensus::solo::SoloSealer,
+    metrics::{ChainMetrics, Health, PoolMetrics, RpcMetrics},
+    rpc::{NodeApi, eth, grpc},
+    storage::{BlockReader, RocksStore, StorageError},
+    txpool::{PoolError, TxPool},
+};
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// A configuration file is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The node key could not be loaded.
+    #[error("node key: {0}")]
+    Key(#[from] KeyError),
+    /// The database could not be opened or is damaged.
+    #[error("storage at {path}: {source}")]
+    Storage {
+        /// Database directory.
+        path: PathBuf,
+        /// Why.
+        source: StorageError,
+    },
+    /// The chain could not be opened or a block could not be committed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The pool journal could not be restored.
+    #[error("restoring the transaction pool: {0}")]
+    Pool(#[from] PoolError),
+    /// The genesis asks for something this build cannot run.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A listener could not be bound or a server failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Addresses a running node listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoints {
+    /// JSON-RPC over HTTP and WebSocket.
+    pub rpc: SocketAddr,
+    /// gRPC.
+    pub grpc: SocketAddr,
+    /// Metrics and probes.
+    pub metrics: SocketAddr,
+}
+
+/// A started node.
+pub struct RunningNode {
+    /// Where it listens.
+    pub endpoints: Endpoints,
+    /// Its node id.
+    pub node_id: alloy_primitives::B256,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<Result<(), ServiceError>>,
+    rpc: jsonrpsee::server::ServerHandle,
+}
+
+struct NodeHealth;
+
+impl Health for NodeHealth {
+    fn ready(&self) -> Result<(), String> {
+        // A single consensus node is its own quorum: once started it is as current as the chain.
+        Ok(())
+    }
+}
+
+/// Starts a node: opens (or creates) its chain and begins serving and producing blocks.
+pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
+    let genesis = Genesis::load(&config.genesis_file)?;
+    let key = NodeKey::load(&config.node_key_file)?;
+    let node_id = key.node_id();
+    if genesis.consensus_nodes != [node_id] {
+        return Err(ServiceError::Unsupported(format!(
+            "{}: consensusNodes must be exactly this node ({node_id}): this build runs single-node chains; \
+             multi-node PBFT/Raft consensus is not implemented yet",
+            config.genesis_file.display()
+        )));
+    }
+    std::fs::create_dir_all(&config.data_dir)?;
+    let db_path = config.data_dir.join("chain");
+    let store = Arc::new(
+        RocksStore::open(&db_path, config.storage.sync_writes)
+            .map_err(|source| ServiceError::Storage { path: db_path.clone(), source })?,
+    );
+    let registry = Registry::new();
+    let chain = Arc::new(Chain::open(store.clone(), &genesis, ChainMetrics::register(&registry))?);
+    let pool = Arc::new(TxPool::new(
+        genesis.chain_id,
+        config.txpool.clone(),
+        chain.system_config().block_gas_limit,
+        store.clone(),
+        store.clone(),
+        PoolMetrics::register(&registry),
+    ));
+    let restored = pool.restore()?;
+    tracing::info!(target: "service", height = store.head_number(), restored, %node_id, "chain opened");
+
+    let api = Arc::new(NodeApi { chain: chain.clone(), pool: pool.clone(), node_id, metrics: RpcMetrics::register(&registry) });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+
+    let (rpc, rpc_addr) = eth::start(&config.rpc, api.clone()).await?;
+    let grpc_listener = crate::metrics::bind(config.grpc.listen).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let metrics_listener = crate::metrics::bind(config.metrics.listen).await?;
+    let metrics_addr = metrics_listener.local_addr()?;
+
+    let grpc_shutdown = wait_for(shutdown_rx.clone());
+    let grpc_api = api.clone();
+    tasks.spawn(async move {
+        grpc::serve(grpc_listener, grpc_api, grpc_shutdown)
+            .await
+            .map_err(|e| ServiceError::Io(std::io::Error::other(format!("grpc server: {e}"))))
+    });
+    let metrics_shutdown = wait_for(shutdown_rx.clone());
+    tasks.spawn(async move {
+        crate::metrics::serve(metrics_listener, registry, Arc::new(NodeHealth), metrics_shutdown).await?;
+        Ok(())
+    });
+    let sealer = SoloSealer::new(chain, pool, key);
+    let sealer_shutdown = shutdown_rx.clone();
+    tasks.spawn(async move { sealer.run(sealer_shutdown).await.map_err(ServiceError::from) });
+
+    Ok(RunningNode {
+        endpoints: Endpoints { rpc: rpc_addr, grpc: grpc_addr, metrics: metrics_addr },
+        node_id,
+        shutdown,
+        tasks,
+        rpc,
+    })
+}
+
+async fn wait_for(mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl RunningNode {
+    /// Runs until `stop` resolves or a component fails; then shuts every component down and
+    /// waits for them. Returns the first failure.
+    pub async fn run_until(mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), ServiceError> {
+        let mut failure = None;
+        tokio::select! {
+            () = stop => {}
+            finished = self.tasks.join_next() => {
+                failure = finished.and_then(|r| match r {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e),
+                    Err(e) => Some(ServiceError::Io(std::io::Error::other(format!("task failed: {e}")))),
+                });
+                if let Some(e) = &failure {
+                    tracing::error!(target: "service", error = %e, "component failed; shutting down");
+                }
+            }
+        }
+        let _ = self.shutdown.send(true);
+        let _ = self.rpc.stop();
+        self.rpc.clone().stopped().await;
+        while let Some(result) = self.tasks.join_next().await {
+            if let Ok(Err(e)) = result {
+                failure.get_or_insert(e);
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,461 @@
+//! The pool itself.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use alloy_consensus::Transaction;
+use alloy_eips::eip2930::AccessList;
+use alloy_primitives::{Address, B256};
+use bcos_sdk::{config::TxPoolConfig, types::RecoveredTx};
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use tokio::sync::Notify;
+
+use super::{PoolError, PoolErrorKind};
+use crate::{
+    metrics::PoolMetrics,
+    storage::{ChainWriter, StateReader, StoredTx},
+};
+
+/// Pending transactions, ready for block production in arrival order.
+pub struct TxPool {
+    chain_id: u64,
+    config: TxPoolConfig,
+    block_gas_limit: AtomicU64,
+    state: Arc<dyn StateReader>,
+    journal: Arc<dyn ChainWriter>,
+    inner: Mutex<Inner>,
+    ready_changed: Notify,
+    metrics: PoolMetrics,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_hash: HashMap<B256, Pooled>,
+    senders: HashMap<Address, SenderTxs>,
+    /// Ready transactions by the order in which they became ready.
+    ready: BTreeMap<u64, B256>,
+    next_seq: u64,
+}
+
+struct Pooled {
+    tx: Arc<RecoveredTx>,
+    ready_seq: Option<u64>,
+}
+
+struct SenderTxs {
+    /// The sender's next nonce on chain.
+    committed_nonce: u64,
+    /// First nonce that is not ready (every nonce from `committed_nonce` below it is pooled).
+    ready_until: u64,
+    by_nonce: BTreeMap<u64, B256>,
+}
+
+impl std::fmt::Debug for TxPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxPool").field("len", &self.len()).finish_non_exhaustive()
+    }
+}
+
+/// Gas every transaction pays before execution (as Ethereum's Prague rules, without EIP-7623's
+/// calldata floor, which the EVM applies itself).
+pub fn intrinsic_gas(tx: &RecoveredTx) -> u64 {
+    let envelope = tx.envelope();
+    let input = envelope.input();
+    let zero_bytes = input.iter().filter(|b| **b == 0).count() as u64;
+    let nonzero_bytes = input.len() as u64 - zero_bytes;
+    let mut gas = 21_000 + zero_bytes * 4 + nonzero_bytes * 16;
+    if envelope.kind().is_create() {
+        gas += 32_000 + (input.len() as u64).div_ceil(32) * 2;
+    }
+    if let Some(list) = envelope.access_list() {
+        gas += access_list_gas(list);
+    }
+    gas
+}
+
+fn access_list_gas(list: &AccessList) -> u64 {
+    list.iter().map(|item| 2_400 + item.storage_keys.len() as u64 * 1_900).sum()
+}
+
+impl TxPool {
+    /// An empty pool for a chain; call [`TxPool::restore`] to reload the journal.
+    pub fn new(
+        chain_id: u64,
+        config: TxPoolConfig,
+        block_gas_limit: u64,
+        state: Arc<dyn StateReader>,
+        journal: Arc<dyn ChainWriter>,
+        metrics: PoolMetrics,
+    ) -> Self {
+        Self {
+            chain_id,
+            config,
+            block_gas_limit: AtomicU64::new(block_gas_limit),
+            state,
+            journal,
+            inner: Mutex::new(Inner::default()),
+            ready_changed: Notify::new(),
+            metrics,
+        }
+    }
+
+    /// Reloads journalled transactions after a restart; returns how many are pending again.
+    pub fn restore(&self) -> Result<usize, PoolError> {
+        let stored = self.journal.journal_pool_load().map_err(storage_error)?;
+        let mut stale = Vec::new();
+        let mut restored = 0;
+        for tx in stored {
+            let hash = tx.hash();
+            match self.insert(Arc::new(tx.into_recovered())) {
+                Ok(()) => restored += 1,
+                Err(_) => stale.push(hash),
+            }
+        }
+        if !stale.is_empty() {
+            self.journal.journal_pool_remove(&stale).map_err(storage_error)?;
+        }
+        self.metrics.size.set(self.len() as i64);
+        Ok(restored)
+    }
+
+    /// Admits one raw transaction: the path of `eth_sendRawTransaction`.
+    pub fn submit(&self, raw: &[u8]) -> Result<B256, PoolError> {
+        let result = self.check_stateless(raw).and_then(|tx| self.admit(vec![tx]).pop().unwrap_or_else(|| {
+            Err(PoolError::new(None, PoolErrorKind::Storage("admission returned no result".into())))
+        }));
+        self.record(&result);
+        result
+    }
+
+    /// Admits many raw transactions, recovering their senders in parallel: the path of gossip.
+    pub fn submit_many(&self, raws: &[&[u8]]) -> Vec<Result<B256, PoolError>> {
+        let checked: Vec<_> = raws.par_iter().map(|raw| self.check_stateless(raw)).collect();
+        let mut results = Vec::with_capacity(raws.len());
+        let mut valid = Vec::new();
+        let mut slots = Vec::new();
+        for (i, check) in checked.into_iter().enumerate() {
+            match check {
+                Ok(tx) => {
+                    slots.push(i);
+                    valid.push(tx);
+                    results.push(Ok(B256::ZERO));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        for (slot, result) in slots.into_iter().zip(self.admit(valid)) {
+            results[slot] = result;
+        }
+        results.iter().for_each(|r| self.record(r));
+        results
+    }
+
+    fn record(&self, result: &Result<B256, PoolError>) {
+        match result {
+            Ok(_) => self.metrics.admitted.inc(),
+            Err(e) => self.metrics.rejected.with_label_values(&[e.kind.metric_label()]).inc(),
+        }
+    }
+
+    fn check_stateless(&self, raw: &[u8]) -> Result<RecoveredTx, PoolError> {
+        if raw.len() > self.config.max_tx_bytes {
+            return Err(PoolError::new(None, PoolErrorKind::Oversized { size: raw.len(), limit: self.config.max_tx_bytes }));
+        }
+        let tx = RecoveredTx::decode_and_recover(raw, self.chain_id).map_err(|e| PoolError::new(None, e))?;
+        let limit = self.block_gas_limit.load(Ordering::Relaxed);
+        if tx.gas_limit() > limit {
+            return Err(PoolError::new(Some(tx.hash()), PoolErrorKind::ExceedsBlockGasLimit { gas: tx.gas_limit(), limit }));
+        }
+        let intrinsic = intrinsic_gas(&tx);
+        if tx.gas_limit() < intrinsic {
+            return Err(PoolError::new(
+                Some(tx.hash()),
+                PoolErrorKind::IntrinsicGasTooLow { gas: tx.gas_limit(), intrinsic },
+            ));
+        }
+        Ok(tx)
+    }
+
+    /// Stateful checks, journal, then insertion. The journal write happens between two short
+    /// critical sections so that no lock is held during I/O.
+    fn admit(&self, txs: Vec<RecoveredTx>) -> Vec<Result<B256, PoolError>> {
+        let mut results: Vec<Result<B256, PoolError>> = Vec::with_capacity(txs.len());
+        let mut accepted = Vec::new();
+        {
+            let mut inner = self.inner.lock();
+            for tx in txs {
+                match self.check_stateful(&mut inner, &tx) {
+                    Ok(()) => {
+                        results.push(Ok(tx.hash()));
+                        accepted.push(tx);
+                    }
+                    Err(e) => results.push(Err(e)),
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return results;
+        }
+        let stored: Vec<StoredTx> = accepted.iter().map(StoredTx::from_recovered).collect();
+        if let Err(e) = self.journal.journal_pool_insert(&stored) {
+            let error = storage_error(e);
+            for result in results.iter_mut().filter(|r| r.is_ok()) {
+                *result = Err(PoolError { hash: result.as_ref().ok().copied(), kind: error.kind.clone() });
+            }
+            return results;
+        }
+        let mut failed_inserts = Vec::new();
+        let mut accepted = accepted.into_iter();
+        for result in results.iter_mut().filter(|r| r.is_ok()) {
+            let Some(tx) = accepted.next() else { break };
+            let hash = tx.hash();
+            if let Err(e) = self.insert(Arc::new(tx)) {
+                failed_inserts.push(hash);
+                *result = Err(e);
+            }
+        }
+        if !failed_inserts.is_empty() {
+            // Raced with an identical submission or a commit; the journal must not keep them.
+            let _ = self.journal.journal_pool_remove(&failed_inserts);
+        }
+        self.metrics.size.set(self.len() as i64);
+        self.ready_changed.notify_waiters();
+        results
+    }
+
+    fn check_stateful(&self, inner: &mut Inner, tx: &RecoveredTx) -> Result<(), PoolError> {
+        let hash = tx.hash();
+        if inner.by_hash.contains_key(&hash) {
+            return Err(PoolError::new(Some(hash), PoolErrorKind::AlreadyKnown));
+        }
+        let committed_nonce = match inner.senders.get(&tx.sender()) {
+            Some(sender) => sender.committed_nonce,
+            None => self.committed_nonce(&tx.sender()).map_err(|e| PoolError { hash: Some(hash), kind: e.kind })?,
+        };
+        let nonce = tx.nonce();
+        if nonce < committed_nonce {
+            return Err(PoolError::new(Some(hash), PoolErrorKind::NonceTooLow { expected: committed_nonce, got: nonce }));
+        }
+        if nonce - committed_nonce > self.config.max_nonce_gap {
+            return Err(PoolError::new(
+                Some(hash),
+                PoolErrorKind::NonceTooHigh { expected: committed_nonce, got: nonce, max_gap: self.config.max_nonce_gap },
+            ));
+        }
+        let existing = inner.senders.get(&tx.sender()).and_then(|s| s.by_nonce.get(&nonce)).copied();
+        match existing {
+            Some(old) => {
+                let old_fee = inner.by_hash.get(&old).map(|p| p.tx.envelope().max_fee_per_gas()).unwrap_or(0);
+                let new_fee = tx.envelope().max_fee_per_gas();
+                if new_fee == 0 || new_fee < old_fee.saturating_add(old_fee / 10).max(1) {
+                    return Err(PoolError::new(Some(hash), PoolErrorKind::ReplacementUnderpriced));
+                }
+            }
+            None => {
+                if inner.by_hash.len() >= self.config.capacity {
+                    return Err(PoolError::new(Some(hash), PoolErrorKind::PoolFull));
+                }
+                let pending = inner.senders.get(&tx.sender()).map_or(0, |s| s.by_nonce.len());
+                if pending >= self.config.max_per_sender {
+                    return Err(PoolError::new(Some(hash), PoolErrorKind::SenderLimit(self.config.max_per_sender)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn committed_nonce(&self, sender: &Address) -> Result<u64, PoolError> {
+        self.state.account(sender).map(|a| a.map_or(0, |a| a.nonce)).map_err(storage_error)
+    }
+
+    /// Inserts a checked transaction, replacing one with the same nonce, and promotes what became
+    /// ready.
+    fn insert(&self, tx: Arc<RecoveredTx>) -> Result<(), PoolError> {
+        let hash = tx.hash();
+        let sender = tx.sender();
+        let nonce = tx.nonce();
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        if inner.by_hash.contains_key(&hash) {
+            return Err(PoolError::new(Some(hash), PoolErrorKind::AlreadyKnown));
+        }
+        if !inner.senders.contains_key(&sender) {
+            let committed_nonce = self.committed_nonce(&sender)?;
+            inner.senders.insert(sender, SenderTxs { committed_nonce, ready_until: committed_nonce, by_nonce: BTreeMap::new() });
+        }
+        let Some(entry) = inner.senders.get_mut(&sender) else {
+            return Err(PoolError::new(Some(hash), PoolErrorKind::Storage("sender entry vanished".into())));
+        };
+        if nonce < entry.committed_nonce {
+            return Err(PoolError::new(Some(hash), PoolErrorKind::NonceTooLow { expected: entry.committed_nonce, got: nonce }));
+        }
+        let mut ready_seq = None;
+        if let Some(old) = entry.by_nonce.insert(nonce, hash) {
+            if let Some(replaced) = inner.by_hash.remove(&old) {
+                ready_seq = replaced.ready_seq;
+                if let Some(seq) = ready_seq {
+                    inner.ready.insert(seq, hash);
+                }
+            }
+        } else if inner.by_hash.len() >= self.config.capacity {
+            entry.by_nonce.remove(&nonce);
+            return Err(PoolError::new(Some(hash), PoolErrorKind::PoolFull));
+        }
+        inner.by_hash.insert(hash, Pooled { tx, ready_seq });
+        promote(inner, &sender);
+        Ok(())
+    }
+
+    /// Up to `max` ready transactions in the order they became ready, keeping them pooled until
+    /// their block commits.
+    pub fn ready_transactions(&self, max: usize) -> Vec<Arc<RecoveredTx>> {
+        let inner = self.inner.lock();
+        inner.ready.values().take(max).filter_map(|hash| inner.by_hash.get(hash).map(|p| p.tx.clone())).collect()
+    }
+
+    /// Number of ready transactions.
+    pub fn ready_len(&self) -> usize {
+        self.inner.lock().ready.len()
+    }
+
+    /// Waits until the ready set changes.
+    pub async fn ready_changed(&self) {
+        self.ready_changed.notified().await
+    }
+
+    /// A pending transaction by hash.
+    pub fn get(&self, hash: &B256) -> Option<Arc<RecoveredTx>> {
+        self.inner.lock().by_hash.get(hash).map(|p| p.tx.clone())
+    }
+
+    /// Number of pending transactions, ready or queued.
+    pub fn len(&self) -> usize {
+        self.inner.lock().by_hash.len()
+    }
+
+    /// Whether the pool is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The nonce a sender's next transaction should use, counting ready pooled ones.
+    pub fn pending_nonce(&self, sender: &Address) -> Result<u64, PoolError> {
+        if let Some(entry) = self.inner.lock().senders.get(sender) {
+            return Ok(entry.ready_until);
+        }
+        self.committed_nonce(sender)
+    }
+
+    /// Updates the pool after a block committed: drops its transactions and any other
+    /// transaction whose nonce it used up, and picks up a new block gas limit.
+    /// `included` lists each committed transaction's sender, nonce and hash.
+    pub fn on_block_committed(&self, included: &[(Address, u64, B256)], block_gas_limit: u64) {
+        self.block_gas_limit.store(block_gas_limit, Ordering::Relaxed);
+        let mut next_nonces: HashMap<Address, u64> = HashMap::new();
+        for (sender, nonce, _) in included {
+            let next = next_nonces.entry(*sender).or_default();
+            *next = (*next).max(nonce + 1);
+        }
+        let mut dropped = Vec::new();
+        {
+            let mut guard = self.inner.lock();
+            let inner = &mut *guard;
+            for (sender, next_nonce) in next_nonces {
+                let Some(entry) = inner.senders.get_mut(&sender) else { continue };
+                entry.committed_nonce = entry.committed_nonce.max(next_nonce);
+                entry.ready_until = entry.ready_until.max(entry.committed_nonce);
+                let keep = entry.by_nonce.split_off(&entry.committed_nonce);
+                let gone = std::mem::replace(&mut entry.by_nonce, keep);
+                for hash in gone.into_values() {
+                    if let Some(pooled) = inner.by_hash.remove(&hash) {
+                        if let Some(seq) = pooled.ready_seq {
+                            inner.ready.remove(&seq);
+                        }
+                        dropped.push(hash);
+                    }
+                }
+                promote(inner, &sender);
+            }
+        }
+        // Included transactions left the journal in the block's own write batch; only those
+        // displaced by another transaction with the same nonce need removing here.
+        let committed: HashSet<B256> = included.iter().map(|(_, _, hash)| *hash).collect();
+        let displaced: Vec<B256> = dropped.into_iter().filter(|h| !committed.contains(h)).collect();
+        if !displaced.is_empty() {
+            if let Err(e) = self.journal.journal_pool_remove(&displaced) {
+                tracing::warn!(target: "txpool", error = %e, "cannot forget displaced transactions in the journal");
+            }
+        }
+        self.metrics.size.set(self.len() as i64);
+    }
+
+    /// Removes transactions block production found unexecutable; higher nonces of their senders
+    /// wait (not ready) until the gap is filled again.
+    pub fn remove_invalid(&self, hashes: &[B256]) {
+        let mut removed = Vec::new();
+        {
+            let mut guard = self.inner.lock();
+            let inner = &mut *guard;
+            for hash in hashes {
+                let Some(pooled) = inner.by_hash.remove(hash) else { continue };
+                let sender = pooled.tx.sender();
+                let nonce = pooled.tx.nonce();
+                if let Some(seq) = pooled.ready_seq {
+                    inner.ready.remove(&seq);
+                }
+                if let Some(entry) = inner.senders.get_mut(&sender) {
+                    entry.by_nonce.remove(&nonce);
+                    if nonce < entry.ready_until {
+                        entry.ready_until = nonce;
+                        let later: Vec<B256> = entry.by_nonce.range(nonce..).map(|(_, h)| *h).collect();
+                        for later_hash in later {
+                            if let Some(p) = inner.by_hash.get_mut(&later_hash) {
+                                if let Some(seq) = p.ready_seq.take() {
+                                    inner.ready.remove(&seq);
+                                }
+                            }
+                        }
+                    }
+                    if entry.by_nonce.is_empty() {
+                        inner.senders.remove(&sender);
+                    }
+                }
+                removed.push(*hash);
+            }
+        }
+        self.metrics.evicted.inc_by(removed.len() as u64);
+        if let Err(e) = self.journal.journal_pool_remove(&removed) {
+            tracing::warn!(target: "txpool", error = %e, "cannot forget invalid transactions in the journal");
+        }
+        self.metrics.size.set(self.len() as i64);
+    }
+}
+
+/// Marks every contiguous nonce from `ready_until` as ready, in order.
+fn promote(inner: &mut Inner, sender: &Address) {
+    let Some(entry) = inner.senders.get_mut(sender) else { return };
+    while let Some(hash) = entry.by_nonce.get(&entry.ready_until) {
+        if let Some(pooled) = inner.by_hash.get_mut(hash) {
+            if pooled.ready_seq.is_none() {
+                let seq = inner.next_seq;
+                inner.next_seq += 1;
+                pooled.ready_seq = Some(seq);
+                inner.ready.insert(seq, *hash);
+            }
+        }
+        entry.ready_until += 1;
+    }
+    if entry.by_nonce.is_empty() {
+        inner.senders.remove(sender);
+    }
+}
+
+fn storage_error(e: crate::storage::StorageError) -> PoolError {
+    PoolError::new(None, PoolErrorKind::Storage(e.to_string()))
+}

@@ -1,0 +1,251 @@
+//! The genesis file: chain id, initial system config, consensus nodes, administrators, accounts.
+
+use std::{collections::BTreeMap, fmt, path::Path, str::FromStr};
+
+use alloy_primitives::{Address, B256, Bytes, U256};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, FieldError, invalid, load_yaml, write_yaml};
+
+/// The consensus algorithm in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsensusMode {
+    /// Practical Byzantine fault tolerance: tolerates f faulty of 3f+1 nodes.
+    Pbft,
+    /// Raft: tolerates f crashed of 2f+1 nodes, no byzantine faults.
+    Raft,
+}
+
+impl ConsensusMode {
+    /// The name used in configuration and in the system config contract.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pbft => "pbft",
+            Self::Raft => "raft",
+        }
+    }
+
+    /// The numeric code stored on chain.
+    pub fn code(self) -> u64 {
+        match self {
+            Self::Pbft => 0,
+            Self::Raft => 1,
+        }
+    }
+
+    /// The mode for an on-chain code.
+    pub fn from_code(code: u64) -> Option<Self> {
+        match code {
+            0 => Some(Self::Pbft),
+            1 => Some(Self::Raft),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ConsensusMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ConsensusMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pbft" => Ok(Self::Pbft),
+            "raft" => Ok(Self::Raft),
+            other => Err(format!("unknown consensus mode {other:?}, expected \"pbft\" or \"raft\"")),
+        }
+    }
+}
+
+/// Chain-wide settings kept in the system config contract; genesis gives their first values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SystemConfig {
+    /// Target time between blocks, in milliseconds.
+    pub block_interval_ms: u64,
+    /// Most transactions in one block; a block is sealed early when it is reached.
+    pub max_txs_per_block: u64,
+    /// Most gas one block may use; also the most one transaction may ask for.
+    pub block_gas_limit: u64,
+    /// The consensus algorithm.
+    pub consensus_mode: ConsensusMode,
+    /// The protocol version every node must support.
+    pub compatibility_version: u32,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        Self {
+            block_interval_ms: 500,
+            max_txs_per_block: 10_000,
+            block_gas_limit: 1_000_000_000,
+            consensus_mode: ConsensusMode::Pbft,
+            compatibility_version: 1,
+        }
+    }
+}
+
+/// Bounds enforced on genesis values and on every on-chain change.
+impl SystemConfig {
+    /// Allowed block interval, in milliseconds.
+    pub const BLOCK_INTERVAL_MS: std::ops::RangeInclusive<u64> = 50..=60_000;
+    /// Allowed transactions per block.
+    pub const MAX_TXS_PER_BLOCK: std::ops::RangeInclusive<u64> = 1..=100_000;
+    /// Allowed block gas limit.
+    pub const BLOCK_GAS_LIMIT: std::ops::RangeInclusive<u64> = 1_000_000..=100_000_000_000;
+
+    pub(crate) fn validate(&self) -> Result<(), FieldError> {
+        if !Self::BLOCK_INTERVAL_MS.contains(&self.block_interval_ms) {
+            return Err(FieldError::new("systemConfig.blockIntervalMs", range_message(&Self::BLOCK_INTERVAL_MS)));
+        }
+        if !Self::MAX_TXS_PER_BLOCK.contains(&self.max_txs_per_block) {
+            return Err(FieldError::new("systemConfig.maxTxsPerBlock", range_message(&Self::MAX_TXS_PER_BLOCK)));
+        }
+        if !Self::BLOCK_GAS_LIMIT.contains(&self.block_gas_limit) {
+            return Err(FieldError::new("systemConfig.blockGasLimit", range_message(&Self::BLOCK_GAS_LIMIT)));
+        }
+        if self.compatibility_version == 0 {
+            return Err(FieldError::new("systemConfig.compatibilityVersion", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+fn is_empty_bytes(bytes: &Bytes) -> bool {
+    bytes.is_empty()
+}
+
+fn range_message(range: &std::ops::RangeInclusive<u64>) -> String {
+    format!("must be between {} and {}", range.start(), range.end())
+}
+
+/// An account present at genesis.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GenesisAccount {
+    /// Balance in wei (the chain needs none to transact; chains that want balances set them here).
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub balance: U256,
+    /// Starting nonce.
+    #[serde(default)]
+    pub nonce: u64,
+    /// Runtime bytecode, for contracts present at genesis.
+    #[serde(default, skip_serializing_if = "is_empty_bytes")]
+    #[schemars(with = "String")]
+    pub code: Bytes,
+    /// Storage slots of a contract present at genesis.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub storage: BTreeMap<B256, B256>,
+}
+
+/// The genesis file. Every node of a chain must use byte-for-byte the same values: the genesis
+/// block hash derived from them identifies the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Genesis {
+    /// EIP-155 chain id every transaction must be signed for.
+    pub chain_id: u64,
+    /// Genesis timestamp in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub timestamp_ms: u64,
+    /// First values of the system config contract.
+    pub system_config: SystemConfig,
+    /// Node ids (Ed25519 public keys) of the initial consensus nodes.
+    #[schemars(with = "Vec<String>")]
+    pub consensus_nodes: Vec<B256>,
+    /// Accounts allowed to change system config.
+    #[schemars(with = "Vec<String>")]
+    pub admins: Vec<Address>,
+    /// Accounts present at genesis.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, GenesisAccount>")]
+    pub alloc: BTreeMap<Address, GenesisAccount>,
+}
+
+impl Genesis {
+    /// Loads and validates a genesis file.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let genesis: Self = load_yaml(file)?;
+        genesis.validate().map_err(|e| invalid(file, e))?;
+        Ok(genesis)
+    }
+
+    /// Writes the genesis file.
+    pub fn save(&self, file: &Path) -> Result<(), ConfigError> {
+        write_yaml(file, self)
+    }
+
+    fn validate(&self) -> Result<(), FieldError> {
+        if self.chain_id == 0 {
+            return Err(FieldError::new("chainId", "must not be 0"));
+        }
+        self.system_config.validate()?;
+        if self.consensus_nodes.is_empty() {
+            return Err(FieldError::new("consensusNodes", "at least one consensus node is required"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = self.consensus_nodes.iter().find(|id| !seen.insert(**id)) {
+            return Err(FieldError::new("consensusNodes", format!("node {dup} is listed twice")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_yaml;
+
+    const VALID: &str = r#"
+chainId: 20200
+systemConfig:
+  blockIntervalMs: 500
+  maxTxsPerBlock: 1000
+  blockGasLimit: 30000000
+  consensusMode: pbft
+  compatibilityVersion: 1
+consensusNodes: ["0x0101010101010101010101010101010101010101010101010101010101010101"]
+admins: ["0x000000000000000000000000000000000000dEaD"]
+alloc:
+  "0x000000000000000000000000000000000000bEEF": { balance: "0x10" }
+"#;
+
+    fn parse(text: &str) -> Result<Genesis, ConfigError> {
+        let genesis: Genesis = parse_yaml(Path::new("genesis.yaml"), text)?;
+        genesis.validate().map_err(|e| invalid(Path::new("genesis.yaml"), e))?;
+        Ok(genesis)
+    }
+
+    #[test]
+    fn parses_a_valid_genesis() {
+        let genesis = parse(VALID).expect("valid");
+        assert_eq!(genesis.chain_id, 20200);
+        assert_eq!(genesis.system_config.consensus_mode, ConsensusMode::Pbft);
+        assert_eq!(genesis.alloc.values().next().map(|a| a.balance), Some(U256::from(16)));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_field() {
+        let err = parse(&VALID.replace("consensusMode: pbft", "consensusMode: paxos")).unwrap_err().to_string();
+        assert!(err.starts_with("genesis.yaml: systemConfig.consensusMode: unknown variant `paxos`"), "{err}");
+        let err = parse(&VALID.replace("blockIntervalMs: 500", "blockIntervalMs: 5")).unwrap_err().to_string();
+        assert_eq!(err, "genesis.yaml: systemConfig.blockIntervalMs: must be between 50 and 60000");
+        let err = parse(&VALID.replace("chainId: 20200", "chainId: 20200\nchainID: 1")).unwrap_err().to_string();
+        assert!(err.starts_with("genesis.yaml: chainID: unknown field `chainID`"), "{err}");
+        let err = parse(&VALID.replace("chainId: 20200\n", "")).unwrap_err().to_string();
+        assert!(err.contains("missing field `chainId`"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = Genesis::load(Path::new("/nonexistent/genesis.yaml")).unwrap_err().to_string();
+        assert!(err.starts_with("/nonexistent/genesis.yaml: cannot read"), "{err}");
+    }
+}

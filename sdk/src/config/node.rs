@@ -1,0 +1,211 @@
+//! The node file: where a node keeps its data and keys, and what it listens on.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, FieldError, invalid, load_yaml, write_yaml};
+
+/// Ethereum JSON-RPC over HTTP and WebSocket (one port serves both).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RpcConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Largest accepted request body, in bytes.
+    #[serde(default = "RpcConfig::default_max_request_bytes")]
+    pub max_request_bytes: u32,
+    /// Most concurrent connections.
+    #[serde(default = "RpcConfig::default_max_connections")]
+    pub max_connections: u32,
+    /// Most requests in one JSON-RPC batch.
+    #[serde(default = "RpcConfig::default_max_batch")]
+    pub max_batch: u32,
+}
+
+impl RpcConfig {
+    fn default_max_request_bytes() -> u32 {
+        10 * 1024 * 1024
+    }
+    fn default_max_connections() -> u32 {
+        1000
+    }
+    fn default_max_batch() -> u32 {
+        1000
+    }
+    /// Defaults listening on `listen`.
+    pub fn on(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            max_request_bytes: Self::default_max_request_bytes(),
+            max_connections: Self::default_max_connections(),
+            max_batch: Self::default_max_batch(),
+        }
+    }
+}
+
+/// The native gRPC API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+}
+
+/// Prometheus metrics and health probes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Listen address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: SocketAddr,
+}
+
+/// Transaction pool limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TxPoolConfig {
+    /// Most transactions held; further ones are refused with "txpool is full".
+    #[serde(default = "TxPoolConfig::default_capacity")]
+    pub capacity: usize,
+    /// Largest accepted encoded transaction, in bytes.
+    #[serde(default = "TxPoolConfig::default_max_tx_bytes")]
+    pub max_tx_bytes: usize,
+    /// Most transactions one sender may have waiting.
+    #[serde(default = "TxPoolConfig::default_max_per_sender")]
+    pub max_per_sender: usize,
+    /// How far ahead of its next nonce a sender may queue a transaction.
+    #[serde(default = "TxPoolConfig::default_max_nonce_gap")]
+    pub max_nonce_gap: u64,
+}
+
+impl TxPoolConfig {
+    fn default_capacity() -> usize {
+        200_000
+    }
+    fn default_max_tx_bytes() -> usize {
+        128 * 1024
+    }
+    fn default_max_per_sender() -> usize {
+        10_000
+    }
+    fn default_max_nonce_gap() -> u64 {
+        1_000
+    }
+}
+
+impl Default for TxPoolConfig {
+    fn default() -> Self {
+        Self {
+            capacity: Self::default_capacity(),
+            max_tx_bytes: Self::default_max_tx_bytes(),
+            max_per_sender: Self::default_max_per_sender(),
+            max_nonce_gap: Self::default_max_nonce_gap(),
+        }
+    }
+}
+
+/// Storage tuning.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageConfig {
+    /// fsync every block and pool write. Off, a killed process loses nothing (the OS holds the
+    /// write-ahead log); on, a machine that loses power loses nothing either.
+    #[serde(default)]
+    pub sync_writes: bool,
+}
+
+/// The node file (`node.yaml`). Relative paths are resolved against the file's own directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Directory of the node's database.
+    pub data_dir: PathBuf,
+    /// The chain's genesis file.
+    pub genesis_file: PathBuf,
+    /// The node's Ed25519 key (hex), which is its identity.
+    pub node_key_file: PathBuf,
+    /// Ethereum JSON-RPC.
+    pub rpc: RpcConfig,
+    /// gRPC.
+    pub grpc: GrpcConfig,
+    /// Metrics and health.
+    pub metrics: MetricsConfig,
+    /// Transaction pool.
+    #[serde(default)]
+    pub txpool: TxPoolConfig,
+    /// Storage.
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+impl NodeConfig {
+    /// Loads and validates a node file, resolving relative paths against its directory.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let mut config: Self = load_yaml(file)?;
+        config.validate().map_err(|e| invalid(file, e))?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        for path in [&mut config.data_dir, &mut config.genesis_file, &mut config.node_key_file] {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Writes the node file.
+    pub fn save(&self, file: &Path) -> Result<(), ConfigError> {
+        write_yaml(file, self)
+    }
+
+    fn validate(&self) -> Result<(), FieldError> {
+        if self.txpool.capacity == 0 {
+            return Err(FieldError::new("txpool.capacity", "must be at least 1"));
+        }
+        if self.txpool.max_tx_bytes < 128 {
+            return Err(FieldError::new("txpool.maxTxBytes", "must be at least 128"));
+        }
+        if self.txpool.max_per_sender == 0 {
+            return Err(FieldError::new("txpool.maxPerSender", "must be at least 1"));
+        }
+        if self.rpc.max_batch == 0 {
+            return Err(FieldError::new("rpc.maxBatch", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "dataDir: data\ngenesisFile: genesis.yaml\nnodeKeyFile: node.key\n\
+        rpc: { listen: 127.0.0.1:8545 }\ngrpc: { listen: 127.0.0.1:50051 }\nmetrics: { listen: 127.0.0.1:9100 }\n";
+
+    #[test]
+    fn resolves_relative_paths_against_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.yaml");
+        std::fs::write(&file, VALID).expect("write");
+        let config = NodeConfig::load(&file).expect("valid");
+        assert_eq!(config.data_dir, dir.path().join("data"));
+        assert_eq!(config.txpool, TxPoolConfig::default());
+    }
+
+    #[test]
+    fn bad_address_names_the_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.yaml");
+        std::fs::write(&file, VALID.replace("127.0.0.1:8545", "localhost")).expect("write");
+        let err = NodeConfig::load(&file).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: rpc.listen: invalid socket address", file.display())), "{err}");
+        std::fs::write(&file, format!("{VALID}txpool: {{ capacity: 0 }}\n")).expect("write");
+        let err = NodeConfig::load(&file).unwrap_err().to_string();
+        assert_eq!(err, format!("{}: txpool.capacity: must be at least 1", file.display()));
+        std::fs::write(&file, "dataDir: [").expect("write");
+        assert!(NodeConfig::load(&file).is_err());
+    }
+}

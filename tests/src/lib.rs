@@ -1,0 +1,198 @@
+//! Test harness for end-to-end tests: starts `bcos-node` processes on loopback, each with its own
+//! data directory, and gives tests the endpoints and keys they need. Nodes are real processes so
+//! tests can kill them with SIGKILL and restart them on the same data.
+//!
+//! The `bcos-node` binary is taken from `BCOS_NODE_BIN`, or else from the Cargo target directory
+//! this test binary was built in (build it first: `cargo build --bins`).
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use bcos_sdk::crypto::AccountKey;
+
+/// How long a node may take to start and print its endpoints (generous: 2 shared cores).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Path of the `bcos-node` binary.
+pub fn node_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("BCOS_NODE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    // target/<profile>/deps/<test> -> target/<profile>/bcos-node
+    let profile_dir = exe.parent().and_then(Path::parent).context("unexpected test binary location")?;
+    let candidate = profile_dir.join("bcos-node");
+    if !candidate.exists() {
+        bail!("{} not found: run `cargo build --bins` first or set BCOS_NODE_BIN", candidate.display());
+    }
+    Ok(candidate)
+}
+
+/// Endpoints a node printed when it started.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// `http://host:port` of JSON-RPC.
+    pub http: String,
+    /// `ws://host:port` of JSON-RPC.
+    pub ws: String,
+    /// `http://host:port` of gRPC.
+    pub grpc: String,
+    /// `http://host:port` of metrics and probes.
+    pub metrics: String,
+}
+
+/// A `bcos-node devnet` process with one node.
+pub struct Devnet {
+    dir: PathBuf,
+    child: Option<Child>,
+    endpoints: Endpoints,
+    log: PathBuf,
+    extra_args: Vec<String>,
+}
+
+impl Devnet {
+    /// Creates and starts a new single-node devnet in `dir` on free ports.
+    pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(dir, &[])
+    }
+
+    /// Like [`Devnet::start`], passing extra `devnet` options (for example a block interval).
+    pub fn start_with(dir: &Path, extra_args: &[&str]) -> anyhow::Result<Self> {
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let log = dir.with_extension("log");
+        let (child, endpoints) = spawn_devnet(dir, &extra_args, &log)?;
+        Ok(Self { dir: dir.to_owned(), child: Some(child), endpoints, log, extra_args })
+    }
+
+    /// The node's endpoints.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// The devnet's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The key of the account allowed to change system config.
+    pub fn admin_key(&self) -> anyhow::Result<AccountKey> {
+        Ok(AccountKey::load(&self.dir.join("admin.key"))?)
+    }
+
+    /// Kills the node with SIGKILL, as a crash would.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().context("sending SIGKILL")?;
+            child.wait().context("reaping the killed node")?;
+        }
+        Ok(())
+    }
+
+    /// Starts the node again on the same directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill()?;
+        let (child, endpoints) = spawn_devnet(&self.dir, &self.extra_args, &self.log)?;
+        self.child = Some(child);
+        self.endpoints = endpoints;
+        Ok(())
+    }
+
+    /// Everything the node wrote to stderr so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_devnet(dir: &Path, extra_args: &[String], log: &Path) -> anyhow::Result<(Child, Endpoints)> {
+    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).context("opening node log")?;
+    let mut child = Command::new(node_binary()?)
+        .arg("devnet")
+        .arg("--dir")
+        .arg(dir)
+        .args(["--rpc-port", "0", "--grpc-port", "0", "--metrics-port", "0"])
+        .args(extra_args)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .context("starting bcos-node devnet")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    let (mut rpc, mut grpc, mut metrics) = (None, None, None);
+    while rpc.is_none() || grpc.is_none() || metrics.is_none() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let line = match lines_rx.recv_timeout(remaining) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                bail!("node did not print its endpoints in time; log: {}", std::fs::read_to_string(log).unwrap_or_default());
+            }
+        };
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("json-rpc"), Some(url)) => rpc = url.strip_prefix("http://").map(str::to_owned),
+            (Some("grpc"), Some(url)) => grpc = Some(url.to_owned()),
+            (Some("metrics"), Some(url)) => metrics = url.strip_suffix("/metrics").map(str::to_owned),
+            _ => {}
+        }
+    }
+    let (Some(rpc), Some(grpc), Some(metrics)) = (rpc, grpc, metrics) else { bail!("incomplete endpoints") };
+    Ok((child, Endpoints { http: format!("http://{rpc}"), ws: format!("ws://{rpc}"), grpc, metrics }))
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or fails after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The ERC-20 artifact compiled from `contracts/ERC20.sol`.
+pub mod erc20 {
+    alloy::sol!(
+        #[sol(rpc)]
+        ERC20,
+        "../contracts/build/ERC20.json"
+    );
+}
+
+/// Client bindings of the system config contract.
+pub mod system_config {
+    alloy::sol!(
+        #[sol(rpc)]
+        "../contracts/system/ISystemConfig.sol"
+    );
+}

@@ -1,0 +1,268 @@
+//! A single-node chain driven over JSON-RPC by alloy: contracts, events, subscriptions, system
+//! config, and every transaction rejection with its error code.
+
+use std::time::Duration;
+
+use alloy::{
+    consensus::{TxEip1559, TxLegacy},
+    eips::BlockNumberOrTag,
+    network::EthereumWallet,
+    primitives::{Address, Bytes, TxKind, U256},
+    providers::{Provider, ProviderBuilder, WsConnect},
+    rpc::types::Filter,
+    signers::local::PrivateKeySigner,
+    sol_types::SolEvent,
+};
+use bcos_sdk::{crypto::AccountKey, types::system::SYSTEM_CONFIG_ADDRESS};
+use bcos_tests::{Devnet, erc20::ERC20, system_config::ISystemConfig, wait_for};
+use futures::StreamExt;
+
+const CHAIN_ID: u64 = 20200;
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn devnet() -> anyhow::Result<(tempfile::TempDir, Devnet)> {
+    let dir = tempfile::tempdir()?;
+    let devnet = Devnet::start(&dir.path().join("chain"))?;
+    Ok((dir, devnet))
+}
+
+fn url(devnet: &Devnet) -> anyhow::Result<alloy::transports::http::reqwest::Url> {
+    Ok(devnet.endpoints().http.parse()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erc20_deploy_transfer_events_and_revert_reasons() -> anyhow::Result<()> {
+    let (_dir, devnet) = devnet()?;
+    let owner = PrivateKeySigner::random();
+    let owner_address = owner.address();
+    let provider = ProviderBuilder::new().wallet(EthereumWallet::from(owner)).connect_http(url(&devnet)?);
+    assert_eq!(provider.get_chain_id().await?, CHAIN_ID);
+
+    let supply = U256::from(1_000_000u64);
+    let token = ERC20::deploy(&provider, "Bank Token".into(), "BNK".into(), supply).await?;
+    assert_eq!(token.totalSupply().call().await?, supply);
+    assert_eq!(token.balanceOf(owner_address).call().await?, supply);
+    assert_eq!(token.symbol().call().await?, "BNK");
+    assert!(!provider.get_code_at(*token.address()).await?.is_empty());
+
+    // Follow Transfer events over WebSocket while transferring over HTTP.
+    let ws = ProviderBuilder::new().connect_ws(WsConnect::new(devnet.endpoints().ws.clone())).await?;
+    let filter = Filter::new().address(*token.address()).event_signature(ERC20::Transfer::SIGNATURE_HASH);
+    let mut log_stream = ws.subscribe_logs(&filter).await?.into_stream();
+    let mut head_stream = ws.subscribe_blocks().await?.into_stream();
+
+    let recipient = Address::repeat_byte(0x42);
+    let receipt = token.transfer(recipient, U256::from(250)).send().await?.get_receipt().await?;
+    assert!(receipt.status());
+    assert_eq!(receipt.from, owner_address);
+    let transfer = receipt.decoded_log::<ERC20::Transfer>().expect("receipt carries the Transfer event");
+    assert_eq!((transfer.from, transfer.to, transfer.value), (owner_address, recipient, U256::from(250)));
+    assert_eq!(token.balanceOf(recipient).call().await?, U256::from(250));
+    assert_eq!(token.balanceOf(owner_address).call().await?, supply - U256::from(250));
+
+    let streamed = tokio::time::timeout(TIMEOUT, log_stream.next()).await?.expect("log subscription open");
+    assert_eq!(streamed.transaction_hash, Some(receipt.transaction_hash));
+    let decoded = ERC20::Transfer::decode_log_data(streamed.data())?;
+    assert_eq!((decoded.to, decoded.value), (recipient, U256::from(250)));
+    let head = tokio::time::timeout(TIMEOUT, head_stream.next()).await?.expect("head subscription open");
+    assert!(head.number >= 1);
+
+    let logs = provider.get_logs(&filter.clone().from_block(0u64).to_block(BlockNumberOrTag::Latest)).await?;
+    // The constructor's mint and the transfer.
+    assert_eq!(logs.len(), 2);
+    assert_eq!(logs[1].transaction_hash, Some(receipt.transaction_hash));
+    let block = provider.get_block_by_number(receipt.block_number.expect("mined").into()).await?.expect("block exists");
+    assert!(block.transactions.hashes().any(|h| h == receipt.transaction_hash));
+    let fetched = provider.get_transaction_by_hash(receipt.transaction_hash).await?.expect("transaction stored");
+    assert_eq!(fetched.block_number, receipt.block_number);
+
+    // A call that reverts surfaces the Solidity reason.
+    let err = token.transfer(owner_address, U256::from(1)).from(recipient).call().await.err();
+    assert!(err.is_none(), "recipient holds tokens, the transfer call succeeds");
+    let err = token.transfer(owner_address, supply).from(recipient).call().await.expect_err("must revert");
+    assert!(err.to_string().contains("ERC20: transfer amount exceeds balance"), "{err}");
+    let err = token.transferFrom(owner_address, recipient, U256::from(1)).call().await.expect_err("no allowance");
+    assert!(err.to_string().contains("ERC20: insufficient allowance"), "{err}");
+
+    // A reverting transaction is mined with status 0 and its reason in the receipt.
+    let reverted = token.transfer(recipient, supply * U256::from(2)).gas(200_000).send().await?.get_receipt().await?;
+    assert!(!reverted.status());
+    let raw: serde_json::Value =
+        provider.raw_request("eth_getTransactionReceipt".into(), (reverted.transaction_hash,)).await?;
+    assert_eq!(raw["revertReason"], "ERC20: transfer amount exceeds balance");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_config_is_readable_and_changed_only_by_admins_from_the_next_block() -> anyhow::Result<()> {
+    let (_dir, devnet) = devnet()?;
+    let admin = devnet.admin_key()?;
+    let admin_signer = PrivateKeySigner::from_bytes(&admin.secret().into())?;
+    let admin_provider = ProviderBuilder::new().wallet(EthereumWallet::from(admin_signer)).connect_http(url(&devnet)?);
+    let stranger_provider =
+        ProviderBuilder::new().wallet(EthereumWallet::from(PrivateKeySigner::random())).connect_http(url(&devnet)?);
+    let config = ISystemConfig::new(SYSTEM_CONFIG_ADDRESS, &admin_provider);
+    assert_eq!(config.blockIntervalMs().call().await?, 500);
+    assert_eq!(config.consensusMode().call().await?, "pbft");
+    let current = config.getValueByKey("max_txs_per_block".into()).call().await?;
+    assert_eq!(current.value, "10000");
+
+    let as_stranger = ISystemConfig::new(SYSTEM_CONFIG_ADDRESS, &stranger_provider);
+    let err = as_stranger.setValueByKey("block_interval_ms".into(), "200".into()).call().await.expect_err("not admin");
+    assert!(err.to_string().contains("is not a chain administrator"), "{err}");
+    let err = config.setValueByKey("block_interval_ms".into(), "5".into()).call().await.expect_err("out of range");
+    assert!(err.to_string().contains("must be between 50 and 60000"), "{err}");
+    let err = config.setValueByKey("consensus_mode".into(), "paxos".into()).call().await.expect_err("bad mode");
+    assert!(err.to_string().contains("unknown consensus mode"), "{err}");
+
+    let receipt = config.setValueByKey("block_interval_ms".into(), "200".into()).send().await?.get_receipt().await?;
+    assert!(receipt.status());
+    let changed = receipt.decoded_log::<ISystemConfig::ConfigChanged>().expect("ConfigChanged event");
+    let changed_in = receipt.block_number.expect("mined");
+    assert_eq!(changed.enableNumber, U256::from(changed_in + 1));
+    let read = config.getValueByKey("block_interval_ms".into()).call().await?;
+    assert_eq!((read.value.as_str(), read.enableNumber), ("200", U256::from(changed_in + 1)));
+    let node_view: serde_json::Value = admin_provider.raw_request("bcos_systemConfig".into(), ()).await?;
+    assert_eq!(node_view["blockIntervalMs"], 200);
+    let status: serde_json::Value = admin_provider.raw_request("bcos_nodeStatus".into(), ()).await?;
+    assert_eq!(status["chainId"], CHAIN_ID);
+    assert_eq!(status["consensusMode"], "pbft");
+    Ok(())
+}
+
+/// Signs an EIP-1559 transaction with the sdk's libsecp256k1 signer.
+fn signed(key: &AccountKey, nonce: u64, gas_limit: u64, input: Bytes, chain_id: u64) -> Bytes {
+    key.sign_transaction(TxEip1559 {
+        chain_id,
+        nonce,
+        gas_limit,
+        to: TxKind::Call(Address::repeat_byte(1)),
+        input,
+        ..Default::default()
+    })
+}
+
+async fn rejection_code(provider: &impl Provider, raw: &Bytes) -> anyhow::Result<(i64, String)> {
+    match provider.send_raw_transaction(raw).await {
+        Ok(pending) => anyhow::bail!("transaction {} was accepted", pending.tx_hash()),
+        Err(e) => {
+            let payload = e.as_error_resp().ok_or_else(|| anyhow::anyhow!("not an error response: {e}"))?;
+            Ok((payload.code, payload.message.to_string()))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transaction_rejection_has_its_own_code() -> anyhow::Result<()> {
+    let (_dir, devnet) = devnet()?;
+    let provider = ProviderBuilder::new().connect_http(url(&devnet)?);
+    let key = AccountKey::generate();
+
+    let cases: Vec<(&str, Bytes, i64, &str)> = vec![
+        ("malformed", Bytes::from_static(&[0x02, 0xc1, 0x80]), -32001, "malformed transaction"),
+        ("empty", Bytes::new(), -32001, "malformed transaction"),
+        ("blob type", Bytes::from_static(&[0x03, 0xc0]), -32001, "malformed transaction"),
+        ("wrong chain id", signed(&key, 0, 21_000, Bytes::new(), 1), -32004, "invalid chain id: expected 20200, got 1"),
+        (
+            "not replay protected",
+            key.sign_transaction(TxLegacy { gas_limit: 21_000, to: TxKind::Call(Address::ZERO), ..Default::default() }),
+            -32003,
+            "only replay-protected (EIP-155) transactions are allowed",
+        ),
+        ("oversized", signed(&key, 0, 5_000_000, Bytes::from(vec![1u8; 200 * 1024]), CHAIN_ID), -32007, "oversized data"),
+        ("above block gas limit", signed(&key, 0, 2_000_000_000, Bytes::new(), CHAIN_ID), -32014, "exceeds block gas limit"),
+        ("intrinsic gas", signed(&key, 0, 20_000, Bytes::new(), CHAIN_ID), -32015, "intrinsic gas too low"),
+        ("nonce gap", signed(&key, 5_000, 21_000, Bytes::new(), CHAIN_ID), -32010, "nonce too high"),
+    ];
+    for (name, raw, code, message) in &cases {
+        let (got_code, got_message) = rejection_code(&provider, raw).await?;
+        assert_eq!(got_code, *code, "{name}: {got_message}");
+        assert!(got_message.starts_with(message), "{name}: {got_message}");
+    }
+
+    // A tampered signature recovers another sender or none at all.
+    let mut tampered = signed(&key, 0, 21_000, Bytes::new(), CHAIN_ID).to_vec();
+    let len = tampered.len();
+    tampered[len - 40] ^= 0xff;
+    let (code, message) = rejection_code(&provider, &Bytes::from(tampered.clone())).await.unwrap_or((0, String::new()));
+    assert!(code == -32006 || code == 0, "tampered signature: {code} {message}");
+
+    // Queue a future nonce: a resubmission is known, a different one at that nonce underpriced.
+    let queued = signed(&key, 3, 21_000, Bytes::new(), CHAIN_ID);
+    let _queued = provider.send_raw_transaction(&queued).await?;
+    let (code, message) = rejection_code(&provider, &queued).await?;
+    assert_eq!((code, message.as_str()), (-32008, "already known"));
+    let (code, message) = rejection_code(&provider, &signed(&key, 3, 22_000, Bytes::new(), CHAIN_ID)).await?;
+    assert_eq!((code, message.as_str()), (-32011, "replacement transaction underpriced"));
+    let pending: u64 = provider.get_transaction_count(key.address()).pending().await?;
+    assert_eq!(pending, 0, "nonce 3 waits for 0..=2");
+
+    // Commit nonce 0, then reuse it.
+    let first = signed(&key, 0, 21_000, Bytes::new(), CHAIN_ID);
+    let receipt = provider.send_raw_transaction(&first).await?.get_receipt().await?;
+    assert!(receipt.status());
+    let (code, message) = rejection_code(&provider, &signed(&key, 0, 30_000, Bytes::new(), CHAIN_ID)).await?;
+    assert_eq!((code, message.as_str()), (-32009, "nonce too low: next nonce 1, tx nonce 0"));
+
+    // Malformed JSON-RPC is answered, never crashes the node.
+    let bad: Result<serde_json::Value, _> = provider.raw_request("eth_getBalance".into(), ("not-an-address",)).await;
+    assert_eq!(bad.expect_err("invalid params").as_error_resp().map(|e| e.code), Some(-32602));
+    assert_eq!(provider.get_block_number().await?, receipt.block_number.expect("mined"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_and_a_busy_sender_are_refused() -> anyhow::Result<()> {
+    let (_dir, mut devnet) = devnet()?;
+    devnet.kill()?;
+    let node_file = devnet.dir().join("node0/node.yaml");
+    let config = std::fs::read_to_string(&node_file)?;
+    let limited = config.replace("txpool:\n  capacity: 200000", "txpool:\n  capacity: 3").replace("maxPerSender: 10000", "maxPerSender: 2");
+    assert_ne!(limited, config, "node.yaml layout changed: {config}");
+    std::fs::write(&node_file, limited)?;
+    devnet.restart()?;
+    let provider = ProviderBuilder::new().connect_http(url(&devnet)?);
+
+    // Future nonces stay pooled, so the limits are reached deterministically.
+    let busy = AccountKey::generate();
+    for nonce in 1..=2 {
+        let _pooled = provider.send_raw_transaction(&signed(&busy, nonce, 21_000, Bytes::new(), CHAIN_ID)).await?;
+    }
+    let (code, message) = rejection_code(&provider, &signed(&busy, 3, 21_000, Bytes::new(), CHAIN_ID)).await?;
+    assert_eq!((code, message.as_str()), (-32013, "too many pending transactions from sender (limit 2)"));
+    let _last_fit =
+        provider.send_raw_transaction(&signed(&AccountKey::generate(), 1, 21_000, Bytes::new(), CHAIN_ID)).await?;
+    let (code, message) = rejection_code(&provider, &signed(&AccountKey::generate(), 1, 21_000, Bytes::new(), CHAIN_ID)).await?;
+    assert_eq!((code, message.as_str()), (-32012, "txpool is full"));
+    let pending: serde_json::Value = provider.raw_request("bcos_pendingTransactionCount".into(), ()).await?;
+    assert_eq!(pending, "0x3");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_follow_the_interval_and_carry_a_verifiable_certificate() -> anyhow::Result<()> {
+    let (_dir, devnet) = devnet()?;
+    let provider = ProviderBuilder::new().connect_http(url(&devnet)?);
+    let key = AccountKey::generate();
+    let mut hashes = Vec::new();
+    for nonce in 0..5 {
+        hashes.push(*provider.send_raw_transaction(&signed(&key, nonce, 21_000, Bytes::new(), CHAIN_ID)).await?.tx_hash());
+    }
+    let last = *hashes.last().expect("five sent");
+    let receipt = wait_for("last transaction", TIMEOUT, || async {
+        Ok(provider.get_transaction_receipt(last).await?)
+    })
+    .await?;
+    let number = receipt.block_number.expect("mined");
+    let block = provider.get_block_by_number(number.into()).await?.expect("block");
+    let qc: serde_json::Value = provider.raw_request("bcos_getQuorumCertificate".into(), (format!("{number:#x}"),)).await?;
+    assert_eq!(qc["blockHash"], serde_json::to_value(block.header.hash)?);
+    let votes = qc["votes"].as_array().expect("votes");
+    assert_eq!(votes.len(), 1);
+    let node_id: alloy::primitives::B256 = serde_json::from_value(votes[0]["nodeId"].clone())?;
+    let signature: Bytes = serde_json::from_value(votes[0]["signature"].clone())?;
+    let message = bcos_sdk::types::QuorumCertificate::signing_message(block.header.hash, number, 0);
+    assert!(bcos_sdk::crypto::verify_node_signature(&node_id, &message, &signature));
+    assert_eq!(block.header.extra_data.as_ref(), node_id.as_slice(), "extraData names the proposer");
+    Ok(())
+}
