@@ -6,12 +6,18 @@
 
 use std::sync::Arc;
 
-use alloy_consensus::{EMPTY_ROOT_HASH, proofs::{calculate_receipt_root, calculate_transaction_root}};
+use alloy_consensus::{
+    EMPTY_ROOT_HASH,
+    proofs::{calculate_receipt_root, calculate_transaction_root},
+};
 use alloy_primitives::{Address, B256, Bloom, Bytes, U256, keccak256};
 use bcos_sdk::{
     config::{Genesis, SystemConfig},
     crypto::NodeKey,
-    types::{BlockHeader, QuorumCertificate, StateWrite, StoredReceipt, Vote, state_commitment, system::SYSTEM_CONFIG_ADDRESS},
+    types::{
+        BlockHeader, QuorumCertificate, StateWrite, StoredReceipt, Vote, state_commitment,
+        system::SYSTEM_CONFIG_ADDRESS,
+    },
 };
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
@@ -91,7 +97,8 @@ fn genesis_block(genesis: &Genesis) -> BlockWrite {
         put(&state_key::storage(&SYSTEM_CONFIG_ADDRESS, &slot), Bytes::from(value.to_be_bytes::<32>().to_vec()));
     }
     for (address, account) in &genesis.alloc {
-        let code_hash = if account.code.is_empty() { alloy_primitives::KECCAK256_EMPTY } else { keccak256(&account.code) };
+        let code_hash =
+            if account.code.is_empty() { alloy_primitives::KECCAK256_EMPTY } else { keccak256(&account.code) };
         let state = AccountState { nonce: account.nonce, balance: account.balance, code_hash };
         put(&state_key::account(address), Bytes::from(alloy_rlp::encode(state)));
         if !account.code.is_empty() {
@@ -99,7 +106,10 @@ fn genesis_block(genesis: &Genesis) -> BlockWrite {
         }
         for (slot, value) in &account.storage {
             if !value.is_zero() {
-                put(&state_key::storage(address, &U256::from_be_bytes(slot.0)), Bytes::copy_from_slice(value.as_slice()));
+                put(
+                    &state_key::storage(address, &U256::from_be_bytes(slot.0)),
+                    Bytes::copy_from_slice(value.as_slice()),
+                );
             }
         }
     }
@@ -298,5 +308,10 @@ impl Chain {
 /// Signs a single-voter quorum certificate: the commit vote of `key` on `header`.
 pub fn sign_commit(key: &NodeKey, hash: B256, number: u64, round: u64) -> QuorumCertificate {
     let message = QuorumCertificate::signing_message(hash, number, round);
-    QuorumCertificate { block_hash: hash, number, round, votes: vec![Vote { node_id: key.node_id(), signature: key.sign(&message) }] }
+    QuorumCertificate {
+        block_hash: hash,
+        number,
+        round,
+        votes: vec![Vote { node_id: key.node_id(), signature: key.sign(&message) }],
+    }
 }

@@ -113,7 +113,12 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
     let restored = pool.restore()?;
     tracing::info!(target: "service", height = store.head_number(), restored, %node_id, "chain opened");
 
-    let api = Arc::new(NodeApi { chain: chain.clone(), pool: pool.clone(), node_id, metrics: RpcMetrics::register(&registry) });
+    let api = Arc::new(NodeApi {
+        chain: chain.clone(),
+        pool: pool.clone(),
+        node_id,
+        metrics: RpcMetrics::register(&registry),
+    });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 

@@ -147,7 +147,10 @@ fn spawn_devnet(dir: &Path, extra_args: &[String], log: &Path) -> anyhow::Result
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
-                bail!("node did not print its endpoints in time; log: {}", std::fs::read_to_string(log).unwrap_or_default());
+                bail!(
+                    "node did not print its endpoints in time; log: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
             }
         };
         let mut words = line.split_whitespace();

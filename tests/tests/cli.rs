@@ -19,7 +19,10 @@ fn missing_and_invalid_config_files_are_named() -> anyhow::Result<()> {
     assert!(stderr.contains(&format!("{}: cannot read", missing.display())), "{stderr}");
 
     let file = dir.path().join("node.yaml");
-    std::fs::write(&file, "dataDir: data\ngenesisFile: genesis.yaml\nnodeKeyFile: node.key\nrpc: { listen: nowhere }\n")?;
+    std::fs::write(
+        &file,
+        "dataDir: data\ngenesisFile: genesis.yaml\nnodeKeyFile: node.key\nrpc: { listen: nowhere }\n",
+    )?;
     let (ok, stderr) = run(&file)?;
     assert!(!ok);
     assert!(stderr.contains(&format!("{}: rpc.listen: invalid socket address syntax", file.display())), "{stderr}");

@@ -169,8 +169,18 @@ async fn every_transaction_rejection_has_its_own_code() -> anyhow::Result<()> {
             -32003,
             "only replay-protected (EIP-155) transactions are allowed",
         ),
-        ("oversized", signed(&key, 0, 5_000_000, Bytes::from(vec![1u8; 200 * 1024]), CHAIN_ID), -32007, "oversized data"),
-        ("above block gas limit", signed(&key, 0, 2_000_000_000, Bytes::new(), CHAIN_ID), -32014, "exceeds block gas limit"),
+        (
+            "oversized",
+            signed(&key, 0, 5_000_000, Bytes::from(vec![1u8; 200 * 1024]), CHAIN_ID),
+            -32007,
+            "oversized data",
+        ),
+        (
+            "above block gas limit",
+            signed(&key, 0, 2_000_000_000, Bytes::new(), CHAIN_ID),
+            -32014,
+            "exceeds block gas limit",
+        ),
         ("intrinsic gas", signed(&key, 0, 20_000, Bytes::new(), CHAIN_ID), -32015, "intrinsic gas too low"),
         ("nonce gap", signed(&key, 5_000, 21_000, Bytes::new(), CHAIN_ID), -32010, "nonce too high"),
     ];
@@ -217,7 +227,9 @@ async fn a_full_pool_and_a_busy_sender_are_refused() -> anyhow::Result<()> {
     devnet.kill()?;
     let node_file = devnet.dir().join("node0/node.yaml");
     let config = std::fs::read_to_string(&node_file)?;
-    let limited = config.replace("txpool:\n  capacity: 200000", "txpool:\n  capacity: 3").replace("maxPerSender: 10000", "maxPerSender: 2");
+    let limited = config
+        .replace("txpool:\n  capacity: 200000", "txpool:\n  capacity: 3")
+        .replace("maxPerSender: 10000", "maxPerSender: 2");
     assert_ne!(limited, config, "node.yaml layout changed: {config}");
     std::fs::write(&node_file, limited)?;
     devnet.restart()?;
@@ -232,7 +244,8 @@ async fn a_full_pool_and_a_busy_sender_are_refused() -> anyhow::Result<()> {
     assert_eq!((code, message.as_str()), (-32013, "too many pending transactions from sender (limit 2)"));
     let _last_fit =
         provider.send_raw_transaction(&signed(&AccountKey::generate(), 1, 21_000, Bytes::new(), CHAIN_ID)).await?;
-    let (code, message) = rejection_code(&provider, &signed(&AccountKey::generate(), 1, 21_000, Bytes::new(), CHAIN_ID)).await?;
+    let (code, message) =
+        rejection_code(&provider, &signed(&AccountKey::generate(), 1, 21_000, Bytes::new(), CHAIN_ID)).await?;
     assert_eq!((code, message.as_str()), (-32012, "txpool is full"));
     let pending: serde_json::Value = provider.raw_request("bcos_pendingTransactionCount".into(), ()).await?;
     assert_eq!(pending, "0x3");
@@ -246,16 +259,17 @@ async fn blocks_follow_the_interval_and_carry_a_verifiable_certificate() -> anyh
     let key = AccountKey::generate();
     let mut hashes = Vec::new();
     for nonce in 0..5 {
-        hashes.push(*provider.send_raw_transaction(&signed(&key, nonce, 21_000, Bytes::new(), CHAIN_ID)).await?.tx_hash());
+        hashes.push(
+            *provider.send_raw_transaction(&signed(&key, nonce, 21_000, Bytes::new(), CHAIN_ID)).await?.tx_hash(),
+        );
     }
     let last = *hashes.last().expect("five sent");
-    let receipt = wait_for("last transaction", TIMEOUT, || async {
-        Ok(provider.get_transaction_receipt(last).await?)
-    })
-    .await?;
+    let receipt =
+        wait_for("last transaction", TIMEOUT, || async { Ok(provider.get_transaction_receipt(last).await?) }).await?;
     let number = receipt.block_number.expect("mined");
     let block = provider.get_block_by_number(number.into()).await?.expect("block");
-    let qc: serde_json::Value = provider.raw_request("bcos_getQuorumCertificate".into(), (format!("{number:#x}"),)).await?;
+    let qc: serde_json::Value =
+        provider.raw_request("bcos_getQuorumCertificate".into(), (format!("{number:#x}"),)).await?;
     assert_eq!(qc["blockHash"], serde_json::to_value(block.header.hash)?);
     let votes = qc["votes"].as_array().expect("votes");
     assert_eq!(votes.len(), 1);

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use bcos_sdk::{
-    config::{ConsensusMode, Genesis, GrpcConfig, MetricsConfig, NodeConfig, RpcConfig, StorageConfig, SystemConfig, TxPoolConfig},
+    config::{
+        ConsensusMode, Genesis, GrpcConfig, MetricsConfig, NodeConfig, RpcConfig, StorageConfig, SystemConfig,
+        TxPoolConfig,
+    },
     crypto::{AccountKey, NodeKey},
 };
 use clap::Args;
@@ -103,7 +106,10 @@ pub(super) async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         println!("resuming devnet in {}", args.dir.display());
     } else {
         if args.nodes > 1 {
-            bail!("--nodes {}: this build runs single-node chains; multi-node PBFT/Raft consensus is not implemented yet", args.nodes);
+            bail!(
+                "--nodes {}: this build runs single-node chains; multi-node PBFT/Raft consensus is not implemented yet",
+                args.nodes
+            );
         }
         create(&args)?;
         println!("created devnet in {}", args.dir.display());

@@ -83,7 +83,8 @@ async fn ctrl_c() {
 
 /// Also stops on SIGTERM, which is how Kubernetes and process supervisors stop a node.
 async fn terminated() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
     term.recv().await;
     Ok(())
 }

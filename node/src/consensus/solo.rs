@@ -51,9 +51,9 @@ impl SoloSealer {
             let chain = self.chain.clone();
             let pool = self.pool.clone();
             let key = self.key.clone();
-            tokio::task::spawn_blocking(move || seal_one(&chain, &pool, &key, max))
-                .await
-                .map_err(|e| ChainError::Execution(crate::executor::ExecutionError::Evm(format!("sealer task: {e}"))))??;
+            tokio::task::spawn_blocking(move || seal_one(&chain, &pool, &key, max)).await.map_err(|e| {
+                ChainError::Execution(crate::executor::ExecutionError::Evm(format!("sealer task: {e}")))
+            })??;
             last_block = Instant::now();
         }
     }

@@ -2,8 +2,7 @@
 
 use alloy_primitives::{Address, B256, U256};
 use revm::{
-    DatabaseRef, bytecode::Bytecode, database_interface::DBErrorMarker, primitives::KECCAK_EMPTY,
-    state::AccountInfo,
+    DatabaseRef, bytecode::Bytecode, database_interface::DBErrorMarker, primitives::KECCAK_EMPTY, state::AccountInfo,
 };
 
 use crate::storage::{BlockReader, StateReader, StorageError};

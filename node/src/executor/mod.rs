@@ -129,7 +129,9 @@ impl BlockChanges {
     fn absorb(&mut self, state: &EvmState) {
         for (address, account) in state.iter().filter(|(_, a)| a.is_touched()) {
             let info = &account.info;
-            let empty = info.nonce == 0 && info.balance.is_zero() && (info.code_hash == KECCAK_EMPTY || info.code_hash == B256::ZERO);
+            let empty = info.nonce == 0
+                && info.balance.is_zero()
+                && (info.code_hash == KECCAK_EMPTY || info.code_hash == B256::ZERO);
             if account.is_selfdestructed() || empty {
                 self.accounts.insert(*address, None);
                 self.storage.retain(|(a, _), _| a != address);
@@ -139,10 +141,11 @@ impl BlockChanges {
                 *address,
                 Some(AccountState { nonce: info.nonce, balance: info.balance, code_hash: info.code_hash }),
             );
-            if let Some(code) = &info.code {
-                if info.code_hash != KECCAK_EMPTY && !code.is_empty() {
-                    self.code.entry(info.code_hash).or_insert_with(|| code.original_bytes());
-                }
+            if let Some(code) = &info.code
+                && info.code_hash != KECCAK_EMPTY
+                && !code.is_empty()
+            {
+                self.code.entry(info.code_hash).or_insert_with(|| code.original_bytes());
             }
             for (slot, value) in account.changed_storage_slots() {
                 self.storage.insert((*address, *slot), value.present_value);
@@ -161,7 +164,8 @@ impl BlockChanges {
         }
         for ((address, slot), value) in self.storage {
             if state.storage(&address, &slot)? != value {
-                let encoded = if value.is_zero() { Bytes::new() } else { Bytes::from(value.to_be_bytes::<32>().to_vec()) };
+                let encoded =
+                    if value.is_zero() { Bytes::new() } else { Bytes::from(value.to_be_bytes::<32>().to_vec()) };
                 writes.insert(Bytes::copy_from_slice(&state_key::storage(&address, &slot)), encoded);
             }
         }
@@ -195,7 +199,9 @@ fn tx_env(tx: &RecoveredTx) -> Result<TxEnv, String> {
 
 fn receipt_from(result: &ExecutionResult, tx_type: u8, cumulative_gas_used: u64) -> StoredReceipt {
     let (success, revert_output, contract_address) = match result {
-        ExecutionResult::Success { output: Output::Create(_, address), .. } => (true, Bytes::new(), address.unwrap_or_default()),
+        ExecutionResult::Success { output: Output::Create(_, address), .. } => {
+            (true, Bytes::new(), address.unwrap_or_default())
+        }
         ExecutionResult::Success { .. } => (true, Bytes::new(), Address::ZERO),
         ExecutionResult::Revert { output, .. } => (false, output.clone(), Address::ZERO),
         ExecutionResult::Halt { .. } => (false, Bytes::new(), Address::ZERO),
@@ -324,8 +330,12 @@ impl Executor {
                     ExecutionResult::Success { output, .. } => {
                         CallOutcome { success: true, output: output.into_data(), gas_used, halted: false }
                     }
-                    ExecutionResult::Revert { output, .. } => CallOutcome { success: false, output, gas_used, halted: false },
-                    ExecutionResult::Halt { .. } => CallOutcome { success: false, output: Bytes::new(), gas_used, halted: true },
+                    ExecutionResult::Revert { output, .. } => {
+                        CallOutcome { success: false, output, gas_used, halted: false }
+                    }
+                    ExecutionResult::Halt { .. } => {
+                        CallOutcome { success: false, output: Bytes::new(), gas_used, halted: true }
+                    }
                 })
             }
             Err(EVMError::Transaction(invalid)) => Err(CallError::Invalid(invalid.to_string())),

@@ -38,8 +38,13 @@ pub enum ConfigKey {
 }
 
 impl ConfigKey {
-    const ALL: [Self; 5] =
-        [Self::BlockIntervalMs, Self::MaxTxsPerBlock, Self::BlockGasLimit, Self::ConsensusMode, Self::CompatibilityVersion];
+    const ALL: [Self; 5] = [
+        Self::BlockIntervalMs,
+        Self::MaxTxsPerBlock,
+        Self::BlockGasLimit,
+        Self::ConsensusMode,
+        Self::CompatibilityVersion,
+    ];
 
     /// The key's name.
     pub fn name(self) -> &'static str {
@@ -222,7 +227,11 @@ fn system_config_call<CTX: ContextTr>(
         InterpreterResult::new(InstructionResult::PrecompileOOG, Bytes::new(), gas)
     };
     let revert = |gas: Gas, reason: String| {
-        InterpreterResult::new(InstructionResult::Revert, alloy_sol_types::Revert::from(reason).abi_encode().into(), gas)
+        InterpreterResult::new(
+            InstructionResult::Revert,
+            alloy_sol_types::Revert::from(reason).abi_encode().into(),
+            gas,
+        )
     };
     let ok = |gas: Gas, output: Vec<u8>| InterpreterResult::new(InstructionResult::Return, output.into(), gas);
 
@@ -252,9 +261,15 @@ fn system_config_call<CTX: ContextTr>(
             let (value, enable) = latest(key, &mut sload)?;
             ISystemConfig::getValueByKeyCall::abi_encode_returns_tuple(&(key.format(value), U256::from(enable)))
         }
-        Call::blockIntervalMs(_) => effective(height, ConfigKey::BlockIntervalMs, &mut sload)?.0.saturating_to::<u64>().abi_encode(),
-        Call::maxTxsPerBlock(_) => effective(height, ConfigKey::MaxTxsPerBlock, &mut sload)?.0.saturating_to::<u64>().abi_encode(),
-        Call::blockGasLimit(_) => effective(height, ConfigKey::BlockGasLimit, &mut sload)?.0.saturating_to::<u64>().abi_encode(),
+        Call::blockIntervalMs(_) => {
+            effective(height, ConfigKey::BlockIntervalMs, &mut sload)?.0.saturating_to::<u64>().abi_encode()
+        }
+        Call::maxTxsPerBlock(_) => {
+            effective(height, ConfigKey::MaxTxsPerBlock, &mut sload)?.0.saturating_to::<u64>().abi_encode()
+        }
+        Call::blockGasLimit(_) => {
+            effective(height, ConfigKey::BlockGasLimit, &mut sload)?.0.saturating_to::<u64>().abi_encode()
+        }
         Call::compatibilityVersion(_) => {
             effective(height, ConfigKey::CompatibilityVersion, &mut sload)?.0.saturating_to::<u32>().abi_encode()
         }
@@ -285,7 +300,9 @@ fn system_config_call<CTX: ContextTr>(
             }
             let enable = height + 1;
             let journal = context.journal_mut();
-            for (slot, value) in [(key.slot("current"), in_force), (key.slot("next"), value), (key.slot("enable"), U256::from(enable))] {
+            for (slot, value) in
+                [(key.slot("current"), in_force), (key.slot("next"), value), (key.slot("enable"), U256::from(enable))]
+            {
                 journal.sstore(SYSTEM_CONFIG_ADDRESS, slot, value).map_err(|e| e.to_string())?;
             }
             let event = ISystemConfig::ConfigChanged {

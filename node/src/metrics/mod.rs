@@ -5,9 +5,7 @@
 
 mod server;
 
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 pub use server::{Health, bind, serve};
 
@@ -87,7 +85,12 @@ impl ChainMetrics {
             height: gauge(registry, "bcos_block_height", "Height of the latest committed block"),
             committed_txs: counter(registry, "bcos_committed_transactions_total", "Transactions committed"),
             committed_blocks: counter(registry, "bcos_committed_blocks_total", "Blocks committed"),
-            execution_seconds: histogram(registry, "bcos_block_execution_seconds", "Time to execute a block", seconds.clone()),
+            execution_seconds: histogram(
+                registry,
+                "bcos_block_execution_seconds",
+                "Time to execute a block",
+                seconds.clone(),
+            ),
             commit_seconds: histogram(registry, "bcos_block_commit_seconds", "Time to write a block", seconds),
             block_txs: histogram(
                 registry,
@@ -124,7 +127,11 @@ impl RpcMetrics {
             labels,
         )
         .unwrap_or_else(|e| unreachable!("invalid metric: {e}"));
-        Self { calls: register(registry, calls), errors: register(registry, errors), latency: register(registry, latency) }
+        Self {
+            calls: register(registry, calls),
+            errors: register(registry, errors),
+            latency: register(registry, latency),
+        }
     }
 }
 

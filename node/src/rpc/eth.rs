@@ -9,7 +9,9 @@
 
 use std::{sync::Arc, time::Instant};
 
-use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, Receipt, ReceiptEnvelope, ReceiptWithBloom, Transaction as _, TxType, transaction::Recovered};
+use alloy_consensus::{
+    EMPTY_OMMER_ROOT_HASH, Receipt, ReceiptEnvelope, ReceiptWithBloom, Transaction as _, TxType, transaction::Recovered,
+};
 use alloy_eips::{BlockId, BlockNumberOrTag};
 use alloy_primitives::{Address, B64, B256, Bloom, Bytes, TxKind, U64, U256};
 use alloy_rpc_types_eth::{
@@ -235,9 +237,14 @@ fn module(api: EthApi) -> Result<RpcModule<EthApi>, jsonrpsee::core::RegisterMet
     method(&mut m, "bcos_systemConfig", |ctx, _| Ok(ctx.api.chain.system_config()))?;
     method(&mut m, "bcos_getQuorumCertificate", EthApi::quorum_certificate)?;
     method(&mut m, "bcos_pendingTransactionCount", |ctx, _| Ok(U64::from(ctx.api.pool.len())))?;
-    m.register_subscription("eth_subscribe", "eth_subscription", "eth_unsubscribe", |params, sink, ctx, _| async move {
-        ctx.subscribe(params, sink).await;
-    })?;
+    m.register_subscription(
+        "eth_subscribe",
+        "eth_subscription",
+        "eth_unsubscribe",
+        |params, sink, ctx, _| async move {
+            ctx.subscribe(params, sink).await;
+        },
+    )?;
     Ok(m)
 }
 
@@ -273,9 +280,10 @@ impl EthApi {
     fn resolve_number(&self, tag: BlockNumberOrTag) -> Option<u64> {
         let head = self.head_number();
         match tag {
-            BlockNumberOrTag::Latest | BlockNumberOrTag::Pending | BlockNumberOrTag::Safe | BlockNumberOrTag::Finalized => {
-                Some(head)
-            }
+            BlockNumberOrTag::Latest
+            | BlockNumberOrTag::Pending
+            | BlockNumberOrTag::Safe
+            | BlockNumberOrTag::Finalized => Some(head),
             BlockNumberOrTag::Earliest => Some(0),
             BlockNumberOrTag::Number(n) => (n <= head).then_some(n),
         }
@@ -297,7 +305,11 @@ impl EthApi {
         }
     }
 
-    fn account_field<T>(&self, params: Params<'_>, field: impl FnOnce(Option<crate::storage::AccountState>) -> T) -> RpcResult<T> {
+    fn account_field<T>(
+        &self,
+        params: Params<'_>,
+        field: impl FnOnce(Option<crate::storage::AccountState>) -> T,
+    ) -> RpcResult<T> {
         let (address, block): (Address, Option<BlockId>) = parse(params)?;
         self.require_latest_state(block)?;
         Ok(field(self.store().account(&address).map_err(RpcError::internal)?))
@@ -315,7 +327,9 @@ impl EthApi {
     fn code(&self, params: Params<'_>) -> RpcResult<Bytes> {
         let (address, block): (Address, Option<BlockId>) = parse(params)?;
         self.require_latest_state(block)?;
-        let Some(account) = self.store().account(&address).map_err(RpcError::internal)? else { return Ok(Bytes::new()) };
+        let Some(account) = self.store().account(&address).map_err(RpcError::internal)? else {
+            return Ok(Bytes::new());
+        };
         Ok(self.store().code(&account.code_hash).map_err(RpcError::internal)?.unwrap_or_default())
     }
 
@@ -495,11 +509,8 @@ impl EthApi {
         let (tag,): (BlockNumberOrTag,) = parse(params)?;
         let Some(number) = self.resolve_number(tag) else { return Ok(None) };
         let Some(qc) = self.store().quorum_certificate(number).map_err(RpcError::internal)? else { return Ok(None) };
-        let votes: Vec<Value> = qc
-            .votes
-            .iter()
-            .map(|v| serde_json::json!({ "nodeId": v.node_id, "signature": v.signature }))
-            .collect();
+        let votes: Vec<Value> =
+            qc.votes.iter().map(|v| serde_json::json!({ "nodeId": v.node_id, "signature": v.signature })).collect();
         Ok(Some(serde_json::json!({
             "blockHash": qc.block_hash, "number": U64::from(qc.number), "round": U64::from(qc.round), "votes": votes,
         })))
@@ -603,7 +614,8 @@ fn parse_subscription(params: Params<'static>) -> RpcResult<Subscription> {
     match kind.as_str() {
         "newHeads" => Ok(Subscription::NewHeads),
         "logs" => {
-            let filter: Option<Filter> = sequence.optional_next().map_err(|e| RpcError::InvalidParams(e.to_string()))?;
+            let filter: Option<Filter> =
+                sequence.optional_next().map_err(|e| RpcError::InvalidParams(e.to_string()))?;
             Ok(Subscription::Logs(Box::new(filter.unwrap_or_default())))
         }
         other => Err(RpcError::InvalidParams(format!("unsupported subscription {other:?}; expected newHeads or logs"))),
@@ -661,7 +673,14 @@ fn rpc_transaction(tx: StoredTx, header: &BlockHeader, block_hash: B256, index: 
     }
 }
 
-fn rpc_log(log: &bcos_sdk::types::StoredLog, header: &BlockHeader, block_hash: B256, tx_hash: B256, tx_index: u32, log_index: u64) -> Log {
+fn rpc_log(
+    log: &bcos_sdk::types::StoredLog,
+    header: &BlockHeader,
+    block_hash: B256,
+    tx_hash: B256,
+    tx_index: u32,
+    log_index: u64,
+) -> Log {
     Log {
         inner: log.to_log(),
         block_hash: Some(block_hash),
@@ -706,11 +725,7 @@ fn rpc_receipt(
         bloom.accrue_log(&log.to_log());
     }
     let with_bloom = ReceiptWithBloom {
-        receipt: Receipt {
-            status: receipt.success.into(),
-            cumulative_gas_used: receipt.cumulative_gas_used,
-            logs,
-        },
+        receipt: Receipt { status: receipt.success.into(), cumulative_gas_used: receipt.cumulative_gas_used, logs },
         logs_bloom: bloom,
     };
     let inner = match TxType::try_from(receipt.tx_type).unwrap_or(TxType::Legacy) {

@@ -51,7 +51,6 @@ struct StoredTxRecord {
     raw: Bytes,
 }
 
-
 fn encode_tx_record(tx: &StoredTx) -> StoredTxRecord {
     StoredTxRecord { sender: tx.sender, raw: Bytes::from(tx.envelope.encoded_2718()) }
 }
@@ -65,7 +64,6 @@ fn decode_tx_record(record: StoredTxRecord, table: &'static str) -> Result<Store
         .map_err(|e| StorageError::Corrupt { table, detail: e.to_string() })?;
     Ok(StoredTx { sender: record.sender, envelope })
 }
-
 
 pub(super) fn decode_tx(bytes: &[u8], table: &'static str) -> Result<StoredTx, StorageError> {
     decode_tx_record(decode(bytes, table)?, table)

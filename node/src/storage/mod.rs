@@ -11,8 +11,8 @@ mod rocks;
 
 use alloy_primitives::{Address, B256, Bytes, U256};
 
-pub use codec::{AccountState, StoredTx};
 pub use codec::state_key;
+pub use codec::{AccountState, StoredTx};
 pub use rocks::{RocksStore, StateSnapshot};
 
 use bcos_sdk::types::{BlockHeader, QuorumCertificate, StateWrite, StoredReceipt};

@@ -65,12 +65,8 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(*name, cf_options)
         });
         let db = DB::open_cf_descriptors(&options, path, descriptors)?;
-        let store = Self {
-            db,
-            head: AtomicU64::new(0),
-            has_head: std::sync::atomic::AtomicBool::new(false),
-            sync_writes,
-        };
+        let store =
+            Self { db, head: AtomicU64::new(0), has_head: std::sync::atomic::AtomicBool::new(false), sync_writes };
         if let Some(head) = store.db.get_cf(store.cf(CF_META), META_HEAD)? {
             store.head.store(codec::decode_u64(&head, CF_META)?, Ordering::Release);
             store.has_head.store(true, Ordering::Release);
@@ -104,7 +100,8 @@ impl RocksStore {
     fn per_block<T>(&self, table: &'static str, number: u64, decode: impl Fn(&[u8]) -> Result<T>) -> Result<Vec<T>> {
         let prefix = number.to_be_bytes();
         let mut records = Vec::new();
-        let iter = self.db.iterator_cf(self.cf(table), rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward));
+        let iter =
+            self.db.iterator_cf(self.cf(table), rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward));
         for entry in iter {
             let (key, value) = entry?;
             if !key.starts_with(&prefix) {
@@ -313,7 +310,14 @@ mod tests {
             gas_used: 0,
             gas_limit: 1,
         };
-        BlockWrite { hash: header.hash(), header, transactions: vec![], receipts: vec![], qc: None, state_writes: writes }
+        BlockWrite {
+            hash: header.hash(),
+            header,
+            transactions: vec![],
+            receipts: vec![],
+            qc: None,
+            state_writes: writes,
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The pool itself.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, hash_map::Entry},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -126,9 +126,11 @@ impl TxPool {
 
     /// Admits one raw transaction: the path of `eth_sendRawTransaction`.
     pub fn submit(&self, raw: &[u8]) -> Result<B256, PoolError> {
-        let result = self.check_stateless(raw).and_then(|tx| self.admit(vec![tx]).pop().unwrap_or_else(|| {
-            Err(PoolError::new(None, PoolErrorKind::Storage("admission returned no result".into())))
-        }));
+        let result = self.check_stateless(raw).and_then(|tx| {
+            self.admit(vec![tx]).pop().unwrap_or_else(|| {
+                Err(PoolError::new(None, PoolErrorKind::Storage("admission returned no result".into())))
+            })
+        });
         self.record(&result);
         result
     }
@@ -165,12 +167,18 @@ impl TxPool {
 
     fn check_stateless(&self, raw: &[u8]) -> Result<RecoveredTx, PoolError> {
         if raw.len() > self.config.max_tx_bytes {
-            return Err(PoolError::new(None, PoolErrorKind::Oversized { size: raw.len(), limit: self.config.max_tx_bytes }));
+            return Err(PoolError::new(
+                None,
+                PoolErrorKind::Oversized { size: raw.len(), limit: self.config.max_tx_bytes },
+            ));
         }
         let tx = RecoveredTx::decode_and_recover(raw, self.chain_id).map_err(|e| PoolError::new(None, e))?;
         let limit = self.block_gas_limit.load(Ordering::Relaxed);
         if tx.gas_limit() > limit {
-            return Err(PoolError::new(Some(tx.hash()), PoolErrorKind::ExceedsBlockGasLimit { gas: tx.gas_limit(), limit }));
+            return Err(PoolError::new(
+                Some(tx.hash()),
+                PoolErrorKind::ExceedsBlockGasLimit { gas: tx.gas_limit(), limit },
+            ));
         }
         let intrinsic = intrinsic_gas(&tx);
         if tx.gas_limit() < intrinsic {
@@ -240,12 +248,19 @@ impl TxPool {
         };
         let nonce = tx.nonce();
         if nonce < committed_nonce {
-            return Err(PoolError::new(Some(hash), PoolErrorKind::NonceTooLow { expected: committed_nonce, got: nonce }));
+            return Err(PoolError::new(
+                Some(hash),
+                PoolErrorKind::NonceTooLow { expected: committed_nonce, got: nonce },
+            ));
         }
         if nonce - committed_nonce > self.config.max_nonce_gap {
             return Err(PoolError::new(
                 Some(hash),
-                PoolErrorKind::NonceTooHigh { expected: committed_nonce, got: nonce, max_gap: self.config.max_nonce_gap },
+                PoolErrorKind::NonceTooHigh {
+                    expected: committed_nonce,
+                    got: nonce,
+                    max_gap: self.config.max_nonce_gap,
+                },
             ));
         }
         let existing = inner.senders.get(&tx.sender()).and_then(|s| s.by_nonce.get(&nonce)).copied();
@@ -285,15 +300,24 @@ impl TxPool {
         if inner.by_hash.contains_key(&hash) {
             return Err(PoolError::new(Some(hash), PoolErrorKind::AlreadyKnown));
         }
-        if !inner.senders.contains_key(&sender) {
-            let committed_nonce = self.committed_nonce(&sender)?;
-            inner.senders.insert(sender, SenderTxs { committed_nonce, ready_until: committed_nonce, by_nonce: BTreeMap::new() });
-        }
-        let Some(entry) = inner.senders.get_mut(&sender) else {
-            return Err(PoolError::new(Some(hash), PoolErrorKind::Storage("sender entry vanished".into())));
+        let entry = match inner.senders.entry(sender) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(vacant) => {
+                let committed_nonce = self.committed_nonce(&sender)?;
+                if nonce < committed_nonce {
+                    return Err(PoolError::new(
+                        Some(hash),
+                        PoolErrorKind::NonceTooLow { expected: committed_nonce, got: nonce },
+                    ));
+                }
+                vacant.insert(SenderTxs { committed_nonce, ready_until: committed_nonce, by_nonce: BTreeMap::new() })
+            }
         };
         if nonce < entry.committed_nonce {
-            return Err(PoolError::new(Some(hash), PoolErrorKind::NonceTooLow { expected: entry.committed_nonce, got: nonce }));
+            return Err(PoolError::new(
+                Some(hash),
+                PoolErrorKind::NonceTooLow { expected: entry.committed_nonce, got: nonce },
+            ));
         }
         let mut ready_seq = None;
         if let Some(old) = entry.by_nonce.insert(nonce, hash) {
@@ -305,6 +329,9 @@ impl TxPool {
             }
         } else if inner.by_hash.len() >= self.config.capacity {
             entry.by_nonce.remove(&nonce);
+            if entry.by_nonce.is_empty() {
+                inner.senders.remove(&sender);
+            }
             return Err(PoolError::new(Some(hash), PoolErrorKind::PoolFull));
         }
         inner.by_hash.insert(hash, Pooled { tx, ready_seq });
@@ -387,10 +414,10 @@ impl TxPool {
         // displaced by another transaction with the same nonce need removing here.
         let committed: HashSet<B256> = included.iter().map(|(_, _, hash)| *hash).collect();
         let displaced: Vec<B256> = dropped.into_iter().filter(|h| !committed.contains(h)).collect();
-        if !displaced.is_empty() {
-            if let Err(e) = self.journal.journal_pool_remove(&displaced) {
-                tracing::warn!(target: "txpool", error = %e, "cannot forget displaced transactions in the journal");
-            }
+        if !displaced.is_empty()
+            && let Err(e) = self.journal.journal_pool_remove(&displaced)
+        {
+            tracing::warn!(target: "txpool", error = %e, "cannot forget displaced transactions in the journal");
         }
         self.metrics.size.set(self.len() as i64);
     }
@@ -415,10 +442,8 @@ impl TxPool {
                         entry.ready_until = nonce;
                         let later: Vec<B256> = entry.by_nonce.range(nonce..).map(|(_, h)| *h).collect();
                         for later_hash in later {
-                            if let Some(p) = inner.by_hash.get_mut(&later_hash) {
-                                if let Some(seq) = p.ready_seq.take() {
-                                    inner.ready.remove(&seq);
-                                }
+                            if let Some(seq) = inner.by_hash.get_mut(&later_hash).and_then(|p| p.ready_seq.take()) {
+                                inner.ready.remove(&seq);
                             }
                         }
                     }
@@ -441,13 +466,13 @@ impl TxPool {
 fn promote(inner: &mut Inner, sender: &Address) {
     let Some(entry) = inner.senders.get_mut(sender) else { return };
     while let Some(hash) = entry.by_nonce.get(&entry.ready_until) {
-        if let Some(pooled) = inner.by_hash.get_mut(hash) {
-            if pooled.ready_seq.is_none() {
-                let seq = inner.next_seq;
-                inner.next_seq += 1;
-                pooled.ready_seq = Some(seq);
-                inner.ready.insert(seq, *hash);
-            }
+        if let Some(pooled) = inner.by_hash.get_mut(hash)
+            && pooled.ready_seq.is_none()
+        {
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
+            pooled.ready_seq = Some(seq);
+            inner.ready.insert(seq, *hash);
         }
         entry.ready_until += 1;
     }

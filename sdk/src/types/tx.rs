@@ -48,8 +48,8 @@ pub struct RecoveredTx {
 
 /// Half the secp256k1 group order: signatures with `s` above it are malleable (EIP-2).
 const SECP256K1_HALF_ORDER: U256 = U256::from_be_slice(&[
-    0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-    0x5D, 0x57, 0x6E, 0x73, 0x57, 0xA4, 0x50, 0x1D, 0xDF, 0xE9, 0x2F, 0x46, 0x68, 0x1B, 0x20, 0xA0,
+    0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x5D, 0x57, 0x6E,
+    0x73, 0x57, 0xA4, 0x50, 0x1D, 0xDF, 0xE9, 0x2F, 0x46, 0x68, 0x1B, 0x20, 0xA0,
 ]);
 
 impl RecoveredTx {
@@ -138,8 +138,7 @@ mod tests {
 
     fn sign<T: SignableTransaction<Signature>>(tx: T, key: &SecretKey) -> alloy_consensus::Signed<T> {
         let hash = tx.signature_hash();
-        let (recid, compact) =
-            SECP256K1.sign_ecdsa_recoverable(Message::from_digest(hash.0), key).serialize_compact();
+        let (recid, compact) = SECP256K1.sign_ecdsa_recoverable(Message::from_digest(hash.0), key).serialize_compact();
         let signature = Signature::from_bytes_and_parity(&compact, i32::from(recid) == 1);
         tx.into_signed(signature)
     }
@@ -151,7 +150,13 @@ mod tests {
     #[test]
     fn recovers_eip1559_and_eip155_senders() {
         let expected = public_key_to_address(&key().public_key(SECP256K1));
-        let eip1559 = TxEip1559 { chain_id: 20200, nonce: 3, gas_limit: 21000, to: TxKind::Call(Address::ZERO), ..Default::default() };
+        let eip1559 = TxEip1559 {
+            chain_id: 20200,
+            nonce: 3,
+            gas_limit: 21000,
+            to: TxKind::Call(Address::ZERO),
+            ..Default::default()
+        };
         let raw = TxEnvelope::from(sign(eip1559, &key())).encoded_2718();
         let tx = RecoveredTx::decode_and_recover(&raw, 20200).expect("valid tx");
         assert_eq!(tx.sender(), expected);
