@@ -219,11 +219,7 @@ impl Chain {
     /// Execution context for read-only calls: the block that would follow the head, so calls see
     /// the latest state under the rules (and system config) the next block will run with.
     pub fn call_input(&self) -> Result<BlockInput, ChainError> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default();
-        self.next_block_input(now_ms)
+        self.next_block_input(now_ms())
     }
 
     /// Builds the header for an executed block.
@@ -303,6 +299,11 @@ impl Chain {
         timer.observe_duration();
         Ok(executed)
     }
+}
+
+/// Milliseconds since the Unix epoch by the local clock (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
 }
 
 /// Signs a single-voter quorum certificate: the commit vote of `key` on `header`.

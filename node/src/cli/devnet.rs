@@ -79,10 +79,7 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
     }
     let genesis = Genesis {
         chain_id: args.chain_id,
-        timestamp_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default(),
+        timestamp_ms: crate::chain::now_ms(),
         system_config: SystemConfig {
             block_interval_ms: args.block_interval_ms,
             consensus_mode: args.consensus,

@@ -6,7 +6,7 @@ use bcos_sdk::crypto::NodeKey;
 use tokio::{sync::watch, time::Instant};
 
 use crate::{
-    chain::{Chain, ChainError, sign_commit},
+    chain::{Chain, ChainError, CommittedBlock, now_ms, sign_commit},
     txpool::TxPool,
 };
 
@@ -51,26 +51,22 @@ impl SoloSealer {
             let chain = self.chain.clone();
             let pool = self.pool.clone();
             let key = self.key.clone();
-            tokio::task::spawn_blocking(move || seal_one(&chain, &pool, &key, max)).await.map_err(|e| {
-                ChainError::Execution(crate::executor::ExecutionError::Evm(format!("sealer task: {e}")))
-            })??;
+            tokio::task::spawn_blocking(move || seal_one(&chain, &pool, &key, max).map(drop)).await.map_err(
+                |e| ChainError::Execution(crate::executor::ExecutionError::Evm(format!("sealer task: {e}"))),
+            )??;
             last_block = Instant::now();
         }
     }
 }
 
-/// Builds, executes, signs and commits one block from the ready transactions.
-fn seal_one(chain: &Chain, pool: &TxPool, key: &NodeKey, max: usize) -> Result<(), ChainError> {
+/// Builds, executes, signs and commits one block from up to `max` ready transactions.
+pub fn seal_one(chain: &Chain, pool: &TxPool, key: &NodeKey, max: usize) -> Result<Arc<CommittedBlock>, ChainError> {
     let txs = pool.ready_transactions(max);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default();
-    let input = chain.next_block_input(now_ms)?;
+    let input = chain.next_block_input(now_ms())?;
     let executed = chain.execute_next(&input, txs.iter().map(|tx| (**tx).clone()))?;
     let header = chain.seal_header(&input, &executed, key.node_id());
     let qc = sign_commit(key, header.hash(), header.number, 0);
     let committed = chain.commit(header, executed, qc, pool)?;
     tracing::debug!(target: "consensus", number = committed.header.number, txs = committed.transactions.len(), "sealed block");
-    Ok(())
+    Ok(committed)
 }

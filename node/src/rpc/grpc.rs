@@ -499,7 +499,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        chain::{Chain, sign_commit},
+        chain::Chain,
         metrics::{ChainMetrics, PoolMetrics, RpcMetrics},
         storage::{ChainWriter, RocksStore, StateReader},
         txpool::TxPool,
@@ -562,19 +562,7 @@ mod tests {
 
         /// Seals and commits one block from the ready transactions, as the solo sealer does.
         fn commit_block(&self) -> Arc<CommittedBlock> {
-            let chain = &self.api.chain;
-            let pool = &self.api.pool;
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or_default();
-            let input = chain.next_block_input(now_ms).expect("block input");
-            let executed = chain
-                .execute_next(&input, pool.ready_transactions(100).iter().map(|t| (**t).clone()))
-                .expect("execute");
-            let header = chain.seal_header(&input, &executed, self.key.node_id());
-            let qc = sign_commit(&self.key, header.hash(), header.number, 0);
-            chain.commit(header, executed, qc, pool).expect("commit")
+            crate::consensus::solo::seal_one(&self.api.chain, &self.api.pool, &self.key, 100).expect("seal a block")
         }
 
         fn count(&self, method: &str) -> (u64, u64) {

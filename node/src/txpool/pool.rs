@@ -195,9 +195,14 @@ impl TxPool {
     fn admit(&self, txs: Vec<RecoveredTx>) -> Vec<Result<B256, PoolError>> {
         let mut results: Vec<Result<B256, PoolError>> = Vec::with_capacity(txs.len());
         let mut accepted = Vec::new();
+        let mut in_batch = HashSet::new();
         {
             let mut inner = self.inner.lock();
             for tx in txs {
+                if !in_batch.insert(tx.hash()) {
+                    results.push(Err(PoolError::new(Some(tx.hash()), PoolErrorKind::AlreadyKnown)));
+                    continue;
+                }
                 match self.check_stateful(&mut inner, &tx) {
                     Ok(()) => {
                         results.push(Ok(tx.hash()));
@@ -228,9 +233,13 @@ impl TxPool {
                 *result = Err(e);
             }
         }
-        if !failed_inserts.is_empty() {
-            // Raced with an identical submission or a commit; the journal must not keep them.
-            let _ = self.journal.journal_pool_remove(&failed_inserts);
+        // Raced with a commit or an identical submission: forget what the pool does not hold (an
+        // identical submission that won keeps its journal entry, which is the same record).
+        failed_inserts.retain(|hash| self.get(hash).is_none());
+        if !failed_inserts.is_empty()
+            && let Err(e) = self.journal.journal_pool_remove(&failed_inserts)
+        {
+            tracing::warn!(target: "txpool", error = %e, "cannot forget refused transactions in the journal");
         }
         self.metrics.size.set(self.len() as i64);
         self.ready_changed.notify_waiters();
@@ -483,4 +492,135 @@ fn promote(inner: &mut Inner, sender: &Address) {
 
 fn storage_error(e: crate::storage::StorageError) -> PoolError {
     PoolError::new(None, PoolErrorKind::Storage(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy_consensus::TxEip1559;
+    use alloy_primitives::{Bytes, TxKind};
+    use bcos_sdk::crypto::AccountKey;
+    use prometheus::Registry;
+
+    use super::*;
+    use crate::storage::RocksStore;
+
+    const CHAIN_ID: u64 = 7;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Arc<RocksStore>,
+        pool: TxPool,
+    }
+
+    fn fixture(config: TxPoolConfig) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(RocksStore::open(dir.path(), false).expect("open"));
+        let pool = reopen(&store, config);
+        Fixture { _dir: dir, store, pool }
+    }
+
+    fn reopen(store: &Arc<RocksStore>, config: TxPoolConfig) -> TxPool {
+        let metrics = PoolMetrics::register(&Registry::new());
+        TxPool::new(CHAIN_ID, config, 30_000_000, store.clone(), store.clone(), metrics)
+    }
+
+    fn tx(key: &AccountKey, nonce: u64, max_fee: u128) -> Bytes {
+        key.sign_transaction(TxEip1559 {
+            chain_id: CHAIN_ID,
+            nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas: max_fee,
+            to: TxKind::Call(Address::repeat_byte(9)),
+            ..Default::default()
+        })
+    }
+
+    fn ready_nonces(pool: &TxPool) -> Vec<(Address, u64)> {
+        pool.ready_transactions(usize::MAX).iter().map(|t| (t.sender(), t.nonce())).collect()
+    }
+
+    fn kind(result: Result<B256, PoolError>) -> PoolErrorKind {
+        result.expect_err("refused").kind
+    }
+
+    #[test]
+    fn gaps_wait_and_fill_in_nonce_order() {
+        let f = fixture(TxPoolConfig::default());
+        let (a, b) = (AccountKey::generate(), AccountKey::generate());
+        f.pool.submit(&tx(&a, 1, 0)).expect("queued");
+        assert!(ready_nonces(&f.pool).is_empty(), "nonce 1 waits for 0");
+        f.pool.submit(&tx(&b, 0, 0)).expect("ready");
+        f.pool.submit(&tx(&a, 0, 0)).expect("fills the gap");
+        assert_eq!(ready_nonces(&f.pool), vec![(b.address(), 0), (a.address(), 0), (a.address(), 1)]);
+        assert_eq!(f.pool.pending_nonce(&a.address()).expect("nonce"), 2);
+        assert_eq!(f.pool.len(), 3);
+    }
+
+    #[test]
+    fn duplicates_replacements_and_limits_are_refused() {
+        let config = TxPoolConfig { capacity: 3, max_per_sender: 2, max_nonce_gap: 10, ..Default::default() };
+        let f = fixture(config);
+        let a = AccountKey::generate();
+        let first = tx(&a, 0, 100);
+        f.pool.submit(&first).expect("admitted");
+        assert_eq!(kind(f.pool.submit(&first)), PoolErrorKind::AlreadyKnown);
+        assert_eq!(kind(f.pool.submit(&tx(&a, 0, 105))), PoolErrorKind::ReplacementUnderpriced);
+        let replacement = f.pool.submit(&tx(&a, 0, 110)).expect("10% bump replaces");
+        assert_eq!(f.pool.ready_transactions(10).iter().map(|t| t.hash()).collect::<Vec<_>>(), vec![replacement]);
+        assert!(matches!(kind(f.pool.submit(&tx(&a, 11, 0))), PoolErrorKind::NonceTooHigh { .. }));
+        f.pool.submit(&tx(&a, 1, 0)).expect("second of sender");
+        assert_eq!(kind(f.pool.submit(&tx(&a, 2, 0))), PoolErrorKind::SenderLimit(2));
+        f.pool.submit(&tx(&AccountKey::generate(), 0, 0)).expect("third in pool");
+        assert_eq!(kind(f.pool.submit(&tx(&AccountKey::generate(), 0, 0))), PoolErrorKind::PoolFull);
+        assert_eq!(f.pool.len(), 3);
+    }
+
+    #[test]
+    fn commits_drop_included_and_displaced_transactions() {
+        let f = fixture(TxPoolConfig::default());
+        let a = AccountKey::generate();
+        let hashes: Vec<B256> = (0..3).map(|n| f.pool.submit(&tx(&a, n, 0)).expect("admitted")).collect();
+        // Nonces 0 and 1 committed (1 by another transaction than ours).
+        f.pool.on_block_committed(&[(a.address(), 0, hashes[0]), (a.address(), 1, B256::repeat_byte(1))], 30_000_000);
+        assert_eq!(ready_nonces(&f.pool), vec![(a.address(), 2)]);
+        assert!(f.pool.get(&hashes[1]).is_none());
+        let journal: Vec<B256> = f.store.journal_pool_load().expect("journal").iter().map(StoredTx::hash).collect();
+        assert!(!journal.contains(&hashes[1]), "displaced transaction left the journal");
+    }
+
+    #[test]
+    fn invalid_transactions_unready_their_successors() {
+        let f = fixture(TxPoolConfig::default());
+        let a = AccountKey::generate();
+        let hashes: Vec<B256> = (0..3).map(|n| f.pool.submit(&tx(&a, n, 0)).expect("admitted")).collect();
+        f.pool.remove_invalid(&hashes[1..2]);
+        assert_eq!(ready_nonces(&f.pool), vec![(a.address(), 0)]);
+        assert_eq!(f.pool.len(), 2);
+        f.pool.submit(&tx(&a, 1, 7)).expect("gap refilled");
+        assert_eq!(ready_nonces(&f.pool), vec![(a.address(), 0), (a.address(), 1), (a.address(), 2)]);
+    }
+
+    #[test]
+    fn the_journal_restores_pending_transactions_after_a_restart() {
+        let f = fixture(TxPoolConfig::default());
+        let a = AccountKey::generate();
+        for nonce in [0, 1, 5] {
+            f.pool.submit(&tx(&a, nonce, 0)).expect("admitted");
+        }
+        let restarted = reopen(&f.store, TxPoolConfig::default());
+        assert_eq!(restarted.restore().expect("restore"), 3);
+        assert_eq!(ready_nonces(&restarted), vec![(a.address(), 0), (a.address(), 1)]);
+        assert_eq!(restarted.len(), 3);
+    }
+
+    #[test]
+    fn gossip_batches_are_checked_one_by_one() {
+        let f = fixture(TxPoolConfig::default());
+        let a = AccountKey::generate();
+        let good = tx(&a, 0, 0);
+        let results = f.pool.submit_many(&[&good, &[0xde, 0xad], &good]);
+        assert!(results[0].is_ok());
+        assert!(matches!(results[1].as_ref().map_err(|e| &e.kind), Err(PoolErrorKind::Invalid(_))));
+        assert_eq!(results[2].as_ref().map_err(|e| e.kind.clone()), Err(PoolErrorKind::AlreadyKnown));
+    }
 }
