@@ -51,10 +51,12 @@ impl SoloSealer {
             let chain = self.chain.clone();
             let pool = self.pool.clone();
             let key = self.key.clone();
+            // The interval runs from the start of one block to the start of the next, so a busy
+            // chain still seals every `blockIntervalMs` while sealing takes less than that.
+            last_block = Instant::now();
             tokio::task::spawn_blocking(move || seal_one(&chain, &pool, &key, max).map(drop)).await.map_err(
                 |e| ChainError::Execution(crate::executor::ExecutionError::Evm(format!("sealer task: {e}"))),
             )??;
-            last_block = Instant::now();
         }
     }
 }
