@@ -280,3 +280,32 @@ async fn blocks_follow_the_interval_and_carry_a_verifiable_certificate() -> anyh
     assert_eq!(block.header.extra_data.as_ref(), node_id.as_slice(), "extraData names the proposer");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_filters_report_new_blocks_and_logs_once() -> anyhow::Result<()> {
+    let (_dir, devnet) = devnet()?;
+    let provider =
+        ProviderBuilder::new().wallet(EthereumWallet::from(PrivateKeySigner::random())).connect_http(url(&devnet)?);
+    let token = ERC20::deploy(&provider, "Filter".into(), "FLT".into(), U256::from(1_000u64)).await?;
+    let block_filter = provider.new_block_filter().await?;
+    let log_filter = provider
+        .new_filter(&Filter::new().address(*token.address()).event_signature(ERC20::Transfer::SIGNATURE_HASH))
+        .await?;
+    let receipt = token.transfer(Address::repeat_byte(7), U256::from(3)).send().await?.get_receipt().await?;
+    let mined_in = receipt.block_hash.expect("mined");
+
+    let blocks: Vec<alloy::primitives::B256> = provider.get_filter_changes(block_filter).await?;
+    assert!(blocks.contains(&mined_in), "block filter reports the new block");
+    let again: Vec<alloy::primitives::B256> = provider.get_filter_changes(block_filter).await?;
+    assert!(!again.contains(&mined_in), "each block is reported once");
+
+    let logs: Vec<alloy::rpc::types::Log> = provider.get_filter_changes(log_filter).await?;
+    assert_eq!(logs.len(), 1, "only the transfer after installation, not the mint");
+    assert_eq!(logs[0].transaction_hash, Some(receipt.transaction_hash));
+    let all = provider.get_filter_logs(log_filter).await?;
+    assert_eq!(all.len(), 1);
+    assert!(provider.uninstall_filter(log_filter).await?);
+    let gone: Result<Vec<alloy::rpc::types::Log>, _> = provider.get_filter_changes(log_filter).await;
+    assert!(gone.expect_err("uninstalled").to_string().contains("filter not found"));
+    Ok(())
+}

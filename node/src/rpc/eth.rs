@@ -31,7 +31,10 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::NodeApi;
+use super::{
+    NodeApi,
+    filters::{FilterKind, Filters, MAX_FILTERS},
+};
 use crate::{
     chain::CommittedBlock,
     executor::{CallError, CallOutcome, CallRequest, decode_revert},
@@ -166,6 +169,7 @@ type RpcResult<T> = Result<T, RpcError>;
 #[derive(Clone)]
 pub struct EthApi {
     api: Arc<NodeApi>,
+    filters: Arc<Filters>,
 }
 
 /// Starts the JSON-RPC server (HTTP and WebSocket on one port).
@@ -182,7 +186,7 @@ pub async fn start(config: &RpcConfig, api: Arc<NodeApi>) -> std::io::Result<(Se
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
     let address = server.local_addr()?;
-    let module = module(EthApi { api }).map_err(std::io::Error::other)?;
+    let module = module(EthApi { api, filters: Arc::default() }).map_err(std::io::Error::other)?;
     Ok((server.start(module), address))
 }
 
@@ -233,6 +237,17 @@ fn module(api: EthApi) -> Result<RpcModule<EthApi>, jsonrpsee::core::RegisterMet
     blocking_method(&mut m, "eth_call", EthApi::call)?;
     blocking_method(&mut m, "eth_estimateGas", EthApi::estimate_gas)?;
     blocking_method(&mut m, "eth_getLogs", EthApi::logs)?;
+    method(&mut m, "eth_newFilter", |ctx, p| {
+        let (filter,): (Filter,) = parse(p)?;
+        ctx.new_filter(FilterKind::Logs(Box::new(filter)))
+    })?;
+    method(&mut m, "eth_newBlockFilter", |ctx, _| ctx.new_filter(FilterKind::Blocks))?;
+    blocking_method(&mut m, "eth_getFilterChanges", EthApi::filter_changes)?;
+    blocking_method(&mut m, "eth_getFilterLogs", EthApi::filter_logs)?;
+    method(&mut m, "eth_uninstallFilter", |ctx, p| {
+        let (id,): (U256,) = parse(p)?;
+        Ok(ctx.filters.uninstall(id))
+    })?;
     method(&mut m, "bcos_nodeStatus", |ctx, _| ctx.api.status().map_err(RpcError::internal))?;
     method(&mut m, "bcos_systemConfig", |ctx, _| Ok(ctx.api.chain.system_config()))?;
     method(&mut m, "bcos_getQuorumCertificate", EthApi::quorum_certificate)?;
@@ -246,6 +261,18 @@ fn module(api: EthApi) -> Result<RpcModule<EthApi>, jsonrpsee::core::RegisterMet
         },
     )?;
     Ok(m)
+}
+
+/// What `eth_getFilterChanges` returns: block hashes or logs, by the filter's kind.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+enum FilterChanges {
+    Hashes(Vec<B256>),
+    Logs(Vec<Log>),
+}
+
+fn filter_not_found() -> RpcError {
+    RpcError::Server("filter not found".into())
 }
 
 /// What `eth_subscribe` can follow.
@@ -518,22 +545,31 @@ impl EthApi {
 
     fn logs(&self, params: Params<'_>) -> RpcResult<Vec<Log>> {
         let (filter,): (Filter,) = parse(params)?;
+        let (from, to) = self.log_range(&filter)?;
+        self.logs_between(&filter, from, to)
+    }
+
+    /// The blocks a log filter covers, resolved against the current head.
+    fn log_range(&self, filter: &Filter) -> RpcResult<(u64, u64)> {
         let head = self.head_number();
-        let (from, to) = match filter.block_option {
+        match filter.block_option {
             FilterBlockOption::AtBlockHash(hash) => {
                 let number = self
                     .store()
                     .block_number(&hash)
                     .map_err(RpcError::internal)?
                     .ok_or_else(|| RpcError::Server("unknown block".into()))?;
-                (number, number)
+                Ok((number, number))
             }
             FilterBlockOption::Range { from_block, to_block } => {
                 let from = from_block.map_or(Some(head), |t| self.resolve_number(t)).unwrap_or(head + 1);
                 let to = to_block.map_or(Some(head), |t| self.resolve_number(t)).unwrap_or(head);
-                (from, to)
+                Ok((from, to))
             }
-        };
+        }
+    }
+
+    fn logs_between(&self, filter: &Filter, from: u64, to: u64) -> RpcResult<Vec<Log>> {
         if from > to {
             return Ok(vec![]);
         }
@@ -553,6 +589,43 @@ impl EthApi {
             }
         }
         Ok(logs)
+    }
+
+    fn new_filter(&self, kind: FilterKind) -> RpcResult<U256> {
+        self.filters
+            .install(kind, self.head_number())
+            .ok_or_else(|| RpcError::LimitExceeded(format!("too many filters (at most {MAX_FILTERS})")))
+    }
+
+    fn filter_changes(&self, params: Params<'_>) -> RpcResult<FilterChanges> {
+        let (id,): (U256,) = parse(params)?;
+        let pending = self.filters.poll(id, self.head_number()).ok_or_else(filter_not_found)?;
+        match pending.kind {
+            FilterKind::Blocks => {
+                let mut hashes = Vec::new();
+                for number in pending.from..=pending.to {
+                    let Some(header) = self.header(number)? else { break };
+                    hashes.push(header.hash());
+                }
+                Ok(FilterChanges::Hashes(hashes))
+            }
+            FilterKind::Logs(filter) => {
+                let (first, last) = self.log_range(&filter)?;
+                let (from, to) = (pending.from.max(first), pending.to.min(last));
+                Ok(FilterChanges::Logs(self.logs_between(&filter, from, to)?))
+            }
+        }
+    }
+
+    fn filter_logs(&self, params: Params<'_>) -> RpcResult<Vec<Log>> {
+        let (id,): (U256,) = parse(params)?;
+        match self.filters.kind(id).ok_or_else(filter_not_found)? {
+            FilterKind::Logs(filter) => {
+                let (from, to) = self.log_range(&filter)?;
+                self.logs_between(&filter, from, to)
+            }
+            FilterKind::Blocks => Err(RpcError::InvalidParams("filter is not a log filter".into())),
+        }
     }
 
     /// Every log of a block with its position.

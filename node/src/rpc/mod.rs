@@ -4,6 +4,7 @@
 //! store; neither holds state of its own.
 
 pub mod eth;
+pub mod filters;
 pub mod grpc;
 
 use std::sync::Arc;
