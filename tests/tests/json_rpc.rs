@@ -253,7 +253,7 @@ async fn a_full_pool_and_a_busy_sender_are_refused() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blocks_follow_the_interval_and_carry_a_verifiable_certificate() -> anyhow::Result<()> {
+async fn blocks_carry_a_verifiable_certificate_and_metrics_follow_the_chain() -> anyhow::Result<()> {
     let (_dir, devnet) = devnet()?;
     let provider = ProviderBuilder::new().connect_http(url(&devnet)?);
     let key = AccountKey::generate();
@@ -278,6 +278,21 @@ async fn blocks_follow_the_interval_and_carry_a_verifiable_certificate() -> anyh
     let message = bcos_sdk::types::QuorumCertificate::signing_message(block.header.hash, number, 0);
     assert!(bcos_sdk::crypto::verify_node_signature(&node_id, &message, &signature));
     assert_eq!(block.header.extra_data.as_ref(), node_id.as_slice(), "extraData names the proposer");
+
+    // Prometheus metrics and probes report the same chain.
+    let http = alloy::transports::http::reqwest::Client::new();
+    let metrics_url = devnet.endpoints().metrics.clone();
+    let metrics = http.get(format!("{metrics_url}/metrics")).send().await?.text().await?;
+    let value = |name: &str| -> Option<f64> {
+        metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    assert!(value("bcos_block_height").is_some_and(|h| h >= number as f64), "{metrics}");
+    assert_eq!(value("bcos_txpool_admitted_total"), Some(5.0), "{metrics}");
+    assert!(value("bcos_committed_transactions_total").is_some_and(|n| n >= 5.0), "{metrics}");
+    assert!(metrics.contains("bcos_rpc_calls_total{api=\"jsonrpc\",method=\"eth_sendRawTransaction\"} 5"), "{metrics}");
+    for probe in ["healthz", "readyz"] {
+        assert!(http.get(format!("{metrics_url}/{probe}")).send().await?.status().is_success(), "{probe}");
+    }
     Ok(())
 }
 
