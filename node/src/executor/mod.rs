@@ -11,6 +11,8 @@
 
 mod db;
 pub mod system;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -35,6 +37,22 @@ use db::StoreDb;
 
 /// The EVM rules this chain runs.
 pub const SPEC: SpecId = SpecId::PRAGUE;
+
+type NodeContext<'a> = revm::handler::MainnetContext<CacheDB<StoreDb<'a>>>;
+type NodeEvm<'a> = revm::context::Evm<
+    NodeContext<'a>,
+    (),
+    revm::handler::instructions::EthInstructions<revm::interpreter::interpreter::EthInterpreter, NodeContext<'a>>,
+    SystemContracts,
+    revm::handler::EthFrame,
+>;
+
+/// Whether the EVM checks transaction nonces: blocks do, read-only calls do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NonceCheck {
+    Enforce,
+    Skip,
+}
 
 /// A failure that stops a whole block (as opposed to one invalid transaction).
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +256,22 @@ impl Executor {
         }
     }
 
+    /// An EVM over `db` with this chain's rules: Prague, no fees, the system contracts.
+    fn evm<'a>(&self, db: StoreDb<'a>, input: &BlockInput, nonce: NonceCheck) -> NodeEvm<'a> {
+        let chain_id = self.chain_id;
+        Context::mainnet()
+            .modify_cfg_chained(|cfg| {
+                cfg.set_spec_and_mainnet_gas_params(SPEC);
+                cfg.chain_id = chain_id;
+                cfg.disable_fee_charge = true;
+                cfg.disable_nonce_check = nonce == NonceCheck::Skip;
+            })
+            .with_block(Self::block_env(input))
+            .with_db(CacheDB::new(db))
+            .build_mainnet()
+            .with_precompiles(SystemContracts::new(SPEC))
+    }
+
     /// Executes `txs` in order as block `input.number`, stopping before the first transaction
     /// that would exceed the block gas limit.
     pub fn execute_block(
@@ -247,17 +281,7 @@ impl Executor {
         input: &BlockInput,
         txs: impl IntoIterator<Item = RecoveredTx>,
     ) -> Result<ExecutedBlock, ExecutionError> {
-        let chain_id = self.chain_id;
-        let mut evm = Context::mainnet()
-            .modify_cfg_chained(|cfg| {
-                cfg.set_spec_and_mainnet_gas_params(SPEC);
-                cfg.chain_id = chain_id;
-                cfg.disable_fee_charge = true;
-            })
-            .with_block(Self::block_env(input))
-            .with_db(CacheDB::new(StoreDb { state, blocks }))
-            .build_mainnet()
-            .with_precompiles(SystemContracts::new(SPEC));
+        let mut evm = self.evm(StoreDb { state, blocks }, input, NonceCheck::Enforce);
         let mut block = ExecutedBlock::default();
         let mut changes = BlockChanges::default();
         for tx in txs {
@@ -302,17 +326,7 @@ impl Executor {
         request: &CallRequest,
     ) -> Result<CallOutcome, CallError> {
         let chain_id = self.chain_id;
-        let mut evm = Context::mainnet()
-            .modify_cfg_chained(|cfg| {
-                cfg.set_spec_and_mainnet_gas_params(SPEC);
-                cfg.chain_id = chain_id;
-                cfg.disable_fee_charge = true;
-                cfg.disable_nonce_check = true;
-            })
-            .with_block(Self::block_env(input))
-            .with_db(CacheDB::new(StoreDb { state, blocks }))
-            .build_mainnet()
-            .with_precompiles(SystemContracts::new(SPEC));
+        let mut evm = self.evm(StoreDb { state, blocks }, input, NonceCheck::Skip);
         let env = TxEnv::builder()
             .caller(request.from.unwrap_or_default())
             .kind(request.to.map_or(TxKind::Create, TxKind::Call))

@@ -1,0 +1,183 @@
+//! Execution against a real RocksDB state initialised from a genesis.
+
+use std::sync::Arc;
+
+use alloy_consensus::{TxEip1559, TxLegacy};
+use alloy_primitives::{Address, Bytes, TxKind, U256};
+use alloy_sol_types::{SolCall, SolValue};
+use bcos_sdk::{
+    config::{Genesis, GenesisAccount, SystemConfig},
+    crypto::{AccountKey, NodeKey},
+    types::{
+        RecoveredTx,
+        system::{ISystemConfig, SYSTEM_CONFIG_ADDRESS},
+    },
+};
+use prometheus::Registry;
+
+use super::*;
+use crate::{
+    chain::{Chain, now_ms},
+    metrics::ChainMetrics,
+    storage::RocksStore,
+};
+
+const CHAIN_ID: u64 = 99;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    chain: Chain,
+    admin: AccountKey,
+    rich: AccountKey,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(RocksStore::open(dir.path(), false).expect("open"));
+    let admin = AccountKey::generate();
+    let rich = AccountKey::generate();
+    let genesis = Genesis {
+        chain_id: CHAIN_ID,
+        timestamp_ms: 0,
+        system_config: SystemConfig::default(),
+        consensus_nodes: vec![NodeKey::generate().node_id()],
+        admins: vec![admin.address()],
+        alloc: [(rich.address(), GenesisAccount { balance: U256::from(1_000), ..Default::default() })].into(),
+    };
+    let chain = Chain::open(store, &genesis, ChainMetrics::register(&Registry::new())).expect("genesis");
+    Fixture { _dir: dir, chain, admin, rich }
+}
+
+fn signed(key: &AccountKey, nonce: u64, to: TxKind, value: u64, input: Vec<u8>) -> RecoveredTx {
+    let raw = key.sign_transaction(TxEip1559 {
+        chain_id: CHAIN_ID,
+        nonce,
+        gas_limit: 3_000_000,
+        to,
+        value: U256::from(value),
+        input: Bytes::from(input),
+        ..Default::default()
+    });
+    RecoveredTx::decode_and_recover(&raw, CHAIN_ID).expect("valid")
+}
+
+fn execute(f: &Fixture, txs: Vec<RecoveredTx>) -> ExecutedBlock {
+    let input = f.chain.next_block_input(now_ms()).expect("input");
+    f.chain.execute_next(&input, txs).expect("executes")
+}
+
+fn set_config(key: &str, value: &str) -> Vec<u8> {
+    ISystemConfig::setValueByKeyCall { key: key.into(), value: value.into() }.abi_encode()
+}
+
+#[test]
+fn deploys_contracts_with_a_deterministic_state_root() {
+    let f = fixture();
+    let deployer = AccountKey::generate();
+    let code = hex::decode(include_str!("../../../contracts/build/ERC20.bin")).expect("hex bytecode");
+    let mut create = code.clone();
+    create.extend(("Token".to_owned(), "TKN".to_owned(), U256::from(500)).abi_encode_params());
+    let txs = vec![signed(&deployer, 0, TxKind::Create, 0, create)];
+    let first = execute(&f, txs.clone());
+    let second = execute(&f, txs);
+    assert_eq!(first.state_root, second.state_root, "same input, same commitment");
+    assert_eq!(first.receipts.len(), 1);
+    let receipt = &first.receipts[0];
+    assert!(receipt.success);
+    assert_eq!(receipt.logs.len(), 1, "the mint's Transfer event");
+    let contract = receipt.created_contract().expect("created");
+    assert_eq!(contract, deployer.address().create(0));
+    assert!(first.state_writes.windows(2).all(|w| w[0].key < w[1].key), "write-set sorted");
+    assert!(first.logs_bloom.contains_input(alloy_primitives::BloomInput::Raw(contract.as_slice())));
+}
+
+#[test]
+fn invalid_transactions_are_rejected_without_effect() {
+    let f = fixture();
+    let sender = AccountKey::generate();
+    let executed = execute(&f, vec![signed(&sender, 1, TxKind::Call(Address::ZERO), 0, vec![])]);
+    assert!(executed.included.is_empty());
+    assert_eq!(executed.rejected.len(), 1);
+    assert!(executed.rejected[0].1.contains("nonce"), "{:?}", executed.rejected);
+    assert!(executed.state_writes.is_empty());
+}
+
+#[test]
+fn transactions_need_no_balance_but_value_transfers_do() {
+    let f = fixture();
+    let poor = AccountKey::generate();
+    let to = Address::repeat_byte(0x33);
+    let executed = execute(
+        &f,
+        vec![
+            signed(&poor, 0, TxKind::Call(to), 0, vec![]),
+            signed(&poor, 1, TxKind::Call(to), 5, vec![]),
+            signed(&f.rich, 0, TxKind::Call(to), 400, vec![]),
+        ],
+    );
+    assert_eq!(executed.included.len(), 3, "{:?}", executed.rejected);
+    assert!(executed.receipts[0].success, "a zero-value call needs no balance");
+    assert!(!executed.receipts[1].success, "a transfer beyond the balance must not mint money");
+    assert!(executed.receipts[2].success, "a funded transfer goes through");
+}
+
+#[test]
+fn legacy_transactions_execute() {
+    let f = fixture();
+    let key = AccountKey::generate();
+    let raw = key.sign_transaction(TxLegacy {
+        chain_id: Some(CHAIN_ID),
+        gas_limit: 21_000,
+        to: TxKind::Call(Address::ZERO),
+        ..Default::default()
+    });
+    let tx = RecoveredTx::decode_and_recover(&raw, CHAIN_ID).expect("valid");
+    let executed = execute(&f, vec![tx]);
+    assert_eq!(executed.receipts.first().map(|r| (r.success, r.gas_used, r.tx_type)), Some((true, 21_000, 0)));
+}
+
+#[test]
+fn only_admins_change_system_config_and_it_applies_from_the_next_block() {
+    let f = fixture();
+    let stranger = AccountKey::generate();
+    let to = TxKind::Call(SYSTEM_CONFIG_ADDRESS);
+    let executed = execute(
+        &f,
+        vec![
+            signed(&stranger, 0, to, 0, set_config("max_txs_per_block", "7")),
+            signed(&f.admin, 0, to, 0, set_config("max_txs_per_block", "0")),
+            signed(&f.admin, 1, to, 0, set_config("max_txs_per_block", "7")),
+            signed(&f.admin, 2, to, 5, set_config("max_txs_per_block", "8")),
+        ],
+    );
+    let outcome: Vec<bool> = executed.receipts.iter().map(|r| r.success).collect();
+    assert_eq!(outcome, vec![false, false, true, false], "stranger, out of range, admin, payable");
+    assert_eq!(
+        decode_revert(&executed.receipts[0].revert_output).as_deref(),
+        Some(format!("system config: {} is not a chain administrator", stranger.address()).as_str())
+    );
+    assert_eq!(
+        decode_revert(&executed.receipts[1].revert_output).as_deref(),
+        Some("system config: max_txs_per_block: must be between 1 and 100000")
+    );
+    assert_eq!(executed.receipts[2].logs.len(), 1, "ConfigChanged");
+
+    // Commit it as block 1: block 1 itself ran with the old value, block 2 runs with the new one.
+    let store = f.chain.store().clone();
+    let input = f.chain.next_block_input(now_ms()).expect("input");
+    let key = NodeKey::generate();
+    let header = f.chain.seal_header(&input, &executed, key.node_id());
+    let qc = crate::chain::sign_commit(&key, header.hash(), header.number, 0);
+    let pool = crate::txpool::TxPool::new(
+        CHAIN_ID,
+        Default::default(),
+        1_000_000_000,
+        store.clone(),
+        store.clone(),
+        crate::metrics::PoolMetrics::register(&Registry::new()),
+    );
+    f.chain.commit(header, executed, qc, &pool).expect("commit");
+    assert_eq!(read_system_config(store.as_ref(), 1).expect("config").max_txs_per_block, 10_000);
+    assert_eq!(read_system_config(store.as_ref(), 2).expect("config").max_txs_per_block, 7);
+    assert_eq!(f.chain.system_config().max_txs_per_block, 7);
+}
