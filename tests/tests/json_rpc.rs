@@ -324,3 +324,41 @@ async fn polling_filters_report_new_blocks_and_logs_once() -> anyhow::Result<()>
     assert!(gone.expect_err("uninstalled").to_string().contains("filter not found"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_errors_and_the_node_carries_on() -> anyhow::Result<()> {
+    let (_dir, devnet) = devnet()?;
+    let http = alloy::transports::http::reqwest::Client::new();
+    let endpoint = devnet.endpoints().http.clone();
+    let post = |body: String| {
+        let request = http.post(&endpoint).header("content-type", "application/json").body(body);
+        async move { anyhow::Ok(request.send().await?.text().await?) }
+    };
+    let code = |text: &str| -> Option<i64> {
+        let value: serde_json::Value = serde_json::from_str(text).ok()?;
+        value["error"]["code"].as_i64()
+    };
+    assert_eq!(code(&post("{not json".into()).await?), Some(-32700), "parse error");
+    assert_eq!(code(&post(r#"{"jsonrpc":"2.0","id":1,"method":"eth_nope","params":[]}"#.into()).await?), Some(-32601));
+    let wrong_types = r#"{"jsonrpc":"2.0","id":1,"method":"eth_getBlockByNumber","params":[{"x":1},"y"]}"#;
+    assert_eq!(code(&post(wrong_types.into()).await?), Some(-32602));
+    let odd_hex = r#"{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":["0x123"]}"#;
+    assert_eq!(code(&post(odd_hex.into()).await?), Some(-32602));
+    let one = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
+    let too_many = format!("[{}]", vec![one; 1001].join(","));
+    let answer = post(too_many).await?;
+    assert!(answer.contains("error"), "an oversized batch is refused: {}", &answer[..answer.len().min(200)]);
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":["0x{}"]}}"#,
+        "ab".repeat(6 << 20)
+    );
+    // Over maxRequestBytes: answered 413, or the connection is closed before the body is read.
+    match http.post(&endpoint).header("content-type", "application/json").body(huge).send().await {
+        Ok(response) => assert_eq!(response.status().as_u16(), 413),
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+    }
+
+    let provider = ProviderBuilder::new().connect_http(url(&devnet)?);
+    assert_eq!(provider.get_chain_id().await?, CHAIN_ID, "still serving");
+    Ok(())
+}
