@@ -281,14 +281,14 @@ where
                 }
             }
             let parent = self.parent_of(i);
-            if let Some(request) = ready.build {
-                if request.height == parent.number + 1 {
-                    let transactions = self.nodes[i].proposal_override.clone().unwrap_or_else(|| {
-                        vec![Bytes::from(format!("tx h{} r{}", request.height, request.round).into_bytes())]
-                    });
-                    let header = fake_header(&parent, self.nodes[i].id, &transactions);
-                    self.nodes[i].engine.proposal_built(Proposal { header, transactions });
-                }
+            if let Some(request) = ready.build
+                && request.height == parent.number + 1
+            {
+                let transactions = self.nodes[i].proposal_override.clone().unwrap_or_else(|| {
+                    vec![Bytes::from(format!("tx h{} r{}", request.height, request.round).into_bytes())]
+                });
+                let header = fake_header(&parent, self.nodes[i].id, &transactions);
+                self.nodes[i].engine.proposal_built(Proposal { header, transactions });
             }
             for proposal in ready.check {
                 let valid = proposal.header.number == parent.number + 1
