@@ -25,7 +25,10 @@ use tokio::sync::broadcast;
 use crate::{
     executor::{
         BlockInput, ExecutedBlock, ExecutionError, Executor,
-        system::{SYSTEM_CONTRACT_MARKER_CODE, genesis_storage, read_system_config},
+        system::{
+            SYSTEM_CONTRACT_MARKER_CODE, consensus_nodes_storage, genesis_storage, read_consensus_nodes,
+            read_system_config,
+        },
     },
     metrics::ChainMetrics,
     storage::{AccountState, BlockReader, BlockWrite, ChainWriter, RocksStore, StorageError, StoredTx, state_key},
@@ -90,9 +93,7 @@ fn genesis_block(genesis: &Genesis) -> BlockWrite {
     put(&state_key::code(&marker_hash), Bytes::from_static(SYSTEM_CONTRACT_MARKER_CODE));
     let mut system_slots = genesis_storage(&genesis.system_config, &genesis.admins);
     system_slots.push((chain_slot("chain_id"), U256::from(genesis.chain_id)));
-    for node in &genesis.consensus_nodes {
-        system_slots.push((node_slot(node), U256::from(1)));
-    }
+    system_slots.extend(consensus_nodes_storage(&genesis.consensus_nodes));
     for (slot, value) in system_slots {
         put(&state_key::storage(&SYSTEM_CONFIG_ADDRESS, &slot), Bytes::from(value.to_be_bytes::<32>().to_vec()));
     }
@@ -132,12 +133,6 @@ fn genesis_block(genesis: &Genesis) -> BlockWrite {
 
 fn chain_slot(name: &str) -> U256 {
     U256::from_be_bytes(keccak256(format!("bcos.chain.{name}")).0)
-}
-
-fn node_slot(node: &B256) -> U256 {
-    let mut preimage = b"bcos.consensus_node.".to_vec();
-    preimage.extend_from_slice(node.as_slice());
-    U256::from_be_bytes(keccak256(preimage).0)
 }
 
 impl Chain {
@@ -191,6 +186,11 @@ impl Chain {
     /// The system config in force for the next block.
     pub fn system_config(&self) -> SystemConfig {
         self.config.read().clone()
+    }
+
+    /// The consensus node set in force for the next block.
+    pub fn consensus_nodes(&self) -> Result<Vec<B256>, ChainError> {
+        Ok(read_consensus_nodes(self.store.as_ref())?)
     }
 
     /// The latest committed header.

@@ -3,14 +3,16 @@
 //! The data path: a transaction enters at [`rpc`] (JSON-RPC or gRPC), is admitted by [`txpool`]
 //! (its sender recovered once), ordered into a block by [`consensus`], executed by [`executor`]
 //! (revm), persisted by [`storage`] (RocksDB, one batch per block) through [`chain`], and served
-//! back by [`rpc`]. [`metrics`] exposes Prometheus metrics and health probes; [`cli`] and
-//! [`service`] assemble a running node.
+//! back by [`rpc`]. [`network`] carries consensus messages, transaction gossip and block sync
+//! between nodes over libp2p. [`metrics`] exposes Prometheus metrics and health probes; [`cli`]
+//! and [`service`] assemble a running node.
 
 pub mod chain;
 pub mod cli;
 pub mod consensus;
 pub mod executor;
 pub mod metrics;
+pub mod network;
 pub mod rpc;
 pub mod service;
 pub mod storage;

@@ -6,7 +6,8 @@ use bcos_sdk::crypto::NodeKey;
 use tokio::{sync::watch, time::Instant};
 
 use crate::{
-    chain::{Chain, ChainError, CommittedBlock, now_ms, sign_commit},
+    chain::{Chain, ChainError, CommittedBlock, sign_commit},
+    consensus::proposals::build,
     txpool::TxPool,
 };
 
@@ -63,12 +64,10 @@ impl SoloSealer {
 
 /// Builds, executes, signs and commits one block from up to `max` ready transactions.
 pub fn seal_one(chain: &Chain, pool: &TxPool, key: &NodeKey, max: usize) -> Result<Arc<CommittedBlock>, ChainError> {
-    let txs = pool.ready_transactions(max);
-    let input = chain.next_block_input(now_ms())?;
-    let executed = chain.execute_next(&input, txs.iter().map(|tx| (**tx).clone()))?;
-    let header = chain.seal_header(&input, &executed, key.node_id());
+    let built = build(chain, pool, key.node_id(), max)?;
+    let header = built.proposal.header;
     let qc = sign_commit(key, header.hash(), header.number, 0);
-    let committed = chain.commit(header, executed, qc, pool)?;
+    let committed = chain.commit(header, built.executed, qc, pool)?;
     tracing::debug!(target: "consensus", number = committed.header.number, txs = committed.transactions.len(), "sealed block");
     Ok(committed)
 }

@@ -6,7 +6,7 @@
 //! executing block N sets `next` with `enable = N + 1`, so every node applies it from the same
 //! block.
 
-use alloy_primitives::{Address, Bytes, U256, keccak256};
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_sol_types::{SolCall, SolError, SolEvent, SolInterface, SolValue};
 use bcos_sdk::{
     config::{ConsensusMode, SystemConfig},
@@ -151,6 +151,35 @@ pub fn genesis_storage(config: &SystemConfig, admins: &[Address]) -> Vec<(U256, 
         ConfigKey::ALL.iter().map(|key| (key.slot("current"), key.genesis_value(config))).collect();
     slots.extend(admins.iter().map(|admin| (admin_slot(admin), U256::from(1))));
     slots
+}
+
+fn consensus_node_slot(index: u64) -> U256 {
+    U256::from_be_bytes(keccak256(format!("bcos.consensus_nodes.{index}")).0)
+}
+
+fn consensus_node_count_slot() -> U256 {
+    U256::from_be_bytes(keccak256("bcos.consensus_nodes.count").0)
+}
+
+/// Storage of the consensus node list at genesis: a count and one slot per node id, in order.
+pub fn consensus_nodes_storage(nodes: &[B256]) -> Vec<(U256, U256)> {
+    let mut slots = vec![(consensus_node_count_slot(), U256::from(nodes.len()))];
+    slots.extend(nodes.iter().enumerate().map(|(i, id)| (consensus_node_slot(i as u64), U256::from_be_bytes(id.0))));
+    slots
+}
+
+/// Most consensus nodes a chain may list; bounds what a corrupt count could make a node read.
+pub const MAX_CONSENSUS_NODES: u64 = 1_000;
+
+/// The consensus node ids in committed state.
+pub fn read_consensus_nodes(state: &dyn StateReader) -> Result<Vec<B256>, StorageError> {
+    let count: u64 = state.storage(&SYSTEM_CONFIG_ADDRESS, &consensus_node_count_slot())?.saturating_to();
+    if count > MAX_CONSENSUS_NODES {
+        return Err(StorageError::Corrupt { table: "state", detail: format!("{count} consensus nodes") });
+    }
+    (0..count)
+        .map(|i| Ok(B256::from(state.storage(&SYSTEM_CONFIG_ADDRESS, &consensus_node_slot(i))?.to_be_bytes())))
+        .collect()
 }
 
 /// Runtime code placed at system contract addresses: never executed (the precompile answers

@@ -29,6 +29,7 @@ struct Fixture {
     chain: Chain,
     admin: AccountKey,
     rich: AccountKey,
+    consensus_node: alloy_primitives::B256,
 }
 
 fn fixture() -> Fixture {
@@ -36,16 +37,17 @@ fn fixture() -> Fixture {
     let store = Arc::new(RocksStore::open(dir.path(), false).expect("open"));
     let admin = AccountKey::generate();
     let rich = AccountKey::generate();
+    let consensus_node = NodeKey::generate().node_id();
     let genesis = Genesis {
         chain_id: CHAIN_ID,
         timestamp_ms: 0,
         system_config: SystemConfig::default(),
-        consensus_nodes: vec![NodeKey::generate().node_id()],
+        consensus_nodes: vec![consensus_node],
         admins: vec![admin.address()],
         alloc: [(rich.address(), GenesisAccount { balance: U256::from(1_000), ..Default::default() })].into(),
     };
     let chain = Chain::open(store, &genesis, ChainMetrics::register(&Registry::new())).expect("genesis");
-    Fixture { _dir: dir, chain, admin, rich }
+    Fixture { _dir: dir, chain, admin, rich, consensus_node }
 }
 
 fn signed(key: &AccountKey, nonce: u64, to: TxKind, value: u64, input: Vec<u8>) -> RecoveredTx {
@@ -180,4 +182,10 @@ fn only_admins_change_system_config_and_it_applies_from_the_next_block() {
     assert_eq!(read_system_config(store.as_ref(), 1).expect("config").max_txs_per_block, 10_000);
     assert_eq!(read_system_config(store.as_ref(), 2).expect("config").max_txs_per_block, 7);
     assert_eq!(f.chain.system_config().max_txs_per_block, 7);
+}
+
+#[test]
+fn genesis_lists_the_consensus_nodes_on_chain() {
+    let f = fixture();
+    assert_eq!(f.chain.consensus_nodes().expect("readable"), vec![f.consensus_node]);
 }
