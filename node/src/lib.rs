@@ -3,7 +3,8 @@
 //! The data path: a transaction enters at [`rpc`] (JSON-RPC or gRPC), is admitted by [`txpool`]
 //! (its sender recovered once), ordered into a block by [`consensus`], executed by [`executor`]
 //! (revm), persisted by [`storage`] (RocksDB, one batch per block) through [`chain`], and served
-//! back by [`rpc`]. [`network`] carries consensus messages, transaction gossip and block sync
+//! back by [`rpc`]. [`sync`] brings a lagging node up to date, verifying every certificate and
+//! re-executing every block. [`network`] carries consensus messages, transaction gossip and block sync
 //! between nodes over libp2p. [`metrics`] exposes Prometheus metrics and health probes; [`cli`]
 //! and [`service`] assemble a running node.
 
@@ -16,4 +17,5 @@ pub mod network;
 pub mod rpc;
 pub mod service;
 pub mod storage;
+pub mod sync;
 pub mod txpool;
