@@ -8,6 +8,8 @@
 //! Tests run engines on a simulated network; production runs the same machines over libp2p.
 
 mod engine;
+pub mod pbft;
+pub mod raft;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod sim;
 mod validators;
