@@ -20,6 +20,8 @@ interface ISystemConfig {
     function blockGasLimit() external view returns (uint64);
     /// The consensus algorithm: `pbft` or `raft`.
     function consensusMode() external view returns (string memory);
+    /// Base consensus timeout (PBFT view timeout, Raft election timeout), in milliseconds.
+    function consensusTimeoutMs() external view returns (uint64);
     /// The protocol version every node must support.
     function compatibilityVersion() external view returns (uint32);
 }

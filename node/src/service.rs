@@ -3,17 +3,19 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
+use bcos_consensus::{EngineConfig, Validators, pbft::Pbft, raft::Raft};
 use bcos_sdk::{
-    config::{ConfigError, Genesis, NodeConfig},
+    config::{ConfigError, ConsensusMode, Genesis, NodeConfig, P2pConfig, PeerAddress},
     crypto::{KeyError, NodeKey},
 };
 use prometheus::Registry;
 use tokio::{sync::watch, task::JoinSet};
 
 use crate::{
-    chain::{Chain, ChainError},
-    consensus::solo::SoloSealer,
+    chain::{Chain, ChainError, now_ms},
+    consensus::{driver::Driver, solo::SoloSealer},
     metrics::{ChainMetrics, Health, PoolMetrics, RpcMetrics},
+    network::{Multiaddr, Network, NetworkConfig, tcp_multiaddr},
     rpc::{NodeApi, eth, grpc},
     storage::{BlockReader, RocksStore, StorageError},
     txpool::{PoolError, TxPool},
@@ -87,13 +89,6 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
     let genesis = Genesis::load(&config.genesis_file)?;
     let key = NodeKey::load(&config.node_key_file)?;
     let node_id = key.node_id();
-    if genesis.consensus_nodes != [node_id] {
-        return Err(ServiceError::Unsupported(format!(
-            "{}: consensusNodes must be exactly this node ({node_id}): this build runs single-node chains; \
-             multi-node PBFT/Raft consensus is not implemented yet",
-            config.genesis_file.display()
-        )));
-    }
     std::fs::create_dir_all(&config.data_dir)?;
     let db_path = config.data_dir.join("chain");
     let store = Arc::new(
@@ -136,13 +131,33 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
             .map_err(|e| ServiceError::Io(std::io::Error::other(format!("grpc server: {e}"))))
     });
     let metrics_shutdown = wait_for(shutdown_rx.clone());
+    let metrics_registry = registry.clone();
     tasks.spawn(async move {
-        crate::metrics::serve(metrics_listener, registry, Arc::new(NodeHealth), metrics_shutdown).await?;
+        crate::metrics::serve(metrics_listener, metrics_registry, Arc::new(NodeHealth), metrics_shutdown).await?;
         Ok(())
     });
-    let sealer = SoloSealer::new(chain, pool, key);
-    let sealer_shutdown = shutdown_rx.clone();
-    tasks.spawn(async move { sealer.run(sealer_shutdown).await.map_err(ServiceError::from) });
+    let consensus_nodes = chain.consensus_nodes()?;
+    if !consensus_nodes.contains(&node_id) {
+        return Err(ServiceError::Unsupported(format!(
+            "node {node_id} is not a consensus node of this chain; observer nodes are not supported yet"
+        )));
+    }
+    match &config.p2p {
+        None if consensus_nodes == [node_id] => {
+            let sealer = SoloSealer::new(chain, pool, key);
+            let sealer_shutdown = shutdown_rx.clone();
+            tasks.spawn(async move { sealer.run(sealer_shutdown).await.map_err(ServiceError::from) });
+        }
+        None => {
+            return Err(ServiceError::Unsupported(format!(
+                "the chain has {} consensus nodes: node.yaml needs a p2p section",
+                consensus_nodes.len()
+            )));
+        }
+        Some(p2p) => {
+            start_consensus(p2p, &key, chain, pool, &registry, consensus_nodes, &mut tasks, shutdown_rx.clone()).await?
+        }
+    }
 
     Ok(RunningNode {
         endpoints: Endpoints { rpc: rpc_addr, grpc: grpc_addr, metrics: metrics_addr },
@@ -151,6 +166,62 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
         tasks,
         rpc,
     })
+}
+
+/// Starts the network and the consensus engine in force for the next block.
+#[allow(clippy::too_many_arguments)]
+async fn start_consensus(
+    p2p: &P2pConfig,
+    key: &NodeKey,
+    chain: Arc<Chain>,
+    pool: Arc<TxPool>,
+    registry: &Registry,
+    consensus_nodes: Vec<alloy_primitives::B256>,
+    tasks: &mut JoinSet<Result<(), ServiceError>>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ServiceError> {
+    let mut bootstrap = Vec::new();
+    for peer in &p2p.peers {
+        bootstrap.push((peer.node_id, peer_multiaddr(peer)?));
+    }
+    let network_config = NetworkConfig { bootstrap, ..NetworkConfig::new(tcp_multiaddr(p2p.listen)) };
+    let (network, events) = Network::start(network_config, key, registry)
+        .await
+        .map_err(|e| ServiceError::Io(std::io::Error::other(format!("p2p on {}: {e}", p2p.listen))))?;
+    let peers = consensus_nodes.iter().map(|id| (*id, None)).collect();
+    network.set_peers(peers).await.map_err(|e| ServiceError::Io(std::io::Error::other(e.to_string())))?;
+    let config = chain.system_config();
+    let validators =
+        Validators::new(consensus_nodes).ok_or_else(|| ServiceError::Unsupported("no consensus nodes".into()))?;
+    let engine_config = EngineConfig {
+        key: key.clone(),
+        validators,
+        height: chain.head()?.number + 1,
+        timeout_ms: config.consensus_timeout_ms,
+        now_ms: now_ms(),
+    };
+    let timeout_ms = config.consensus_timeout_ms;
+    match config.consensus_mode {
+        ConsensusMode::Pbft => {
+            let driver = Driver::new(Pbft::new(engine_config), chain, pool, network.clone(), key, timeout_ms);
+            tasks.spawn(async move { driver.run(events, shutdown).await.map_err(ServiceError::from) });
+        }
+        ConsensusMode::Raft => {
+            let driver = Driver::new(Raft::new(engine_config), chain, pool, network.clone(), key, timeout_ms);
+            tasks.spawn(async move { driver.run(events, shutdown).await.map_err(ServiceError::from) });
+        }
+    }
+    Ok(())
+}
+
+/// The libp2p address of a configured peer: IP addresses directly, other hosts by DNS.
+fn peer_multiaddr(peer: &PeerAddress) -> Result<Multiaddr, ServiceError> {
+    let invalid = || ServiceError::Unsupported(format!("peer address {:?} is not host:port", peer.address));
+    let (host, port) = peer.host_port().ok_or_else(invalid)?;
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Ok(tcp_multiaddr((ip, port).into())),
+        Err(_) => format!("/dns/{host}/tcp/{port}").parse().map_err(|_| invalid()),
+    }
 }
 
 async fn wait_for(mut shutdown: watch::Receiver<bool>) {

@@ -47,11 +47,11 @@ pub struct Endpoints {
     pub metrics: String,
 }
 
-/// A `bcos-node devnet` process with one node.
+/// A `bcos-node devnet` process.
 pub struct Devnet {
     dir: PathBuf,
     child: Option<Child>,
-    endpoints: Endpoints,
+    endpoints: Vec<Endpoints>,
     log: PathBuf,
     extra_args: Vec<String>,
 }
@@ -70,8 +70,13 @@ impl Devnet {
         Ok(Self { dir: dir.to_owned(), child: Some(child), endpoints, log, extra_args })
     }
 
-    /// The node's endpoints.
+    /// Node 0's endpoints.
     pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints[0]
+    }
+
+    /// Every node's endpoints, by node index.
+    pub fn all_endpoints(&self) -> &[Endpoints] {
         &self.endpoints
     }
 
@@ -118,7 +123,24 @@ impl Drop for Devnet {
     }
 }
 
-fn spawn_devnet(dir: &Path, extra_args: &[String], log: &Path) -> anyhow::Result<(Child, Endpoints)> {
+/// The first of `count` consecutive loopback ports that are free now.
+pub fn free_port_range(count: u16) -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let base = probe.local_addr()?.port();
+        drop(probe);
+        if base > u16::MAX - count {
+            continue;
+        }
+        let all_free = (base..base + count).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+        if all_free {
+            return Ok(base);
+        }
+    }
+    bail!("no {count} consecutive free ports")
+}
+
+fn spawn_devnet(dir: &Path, extra_args: &[String], log: &Path) -> anyhow::Result<(Child, Vec<Endpoints>)> {
     let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).context("opening node log")?;
     let mut child = Command::new(node_binary()?)
         .arg("devnet")
@@ -140,8 +162,8 @@ fn spawn_devnet(dir: &Path, extra_args: &[String], log: &Path) -> anyhow::Result
         }
     });
     let deadline = Instant::now() + START_TIMEOUT;
-    let (mut rpc, mut grpc, mut metrics) = (None, None, None);
-    while rpc.is_none() || grpc.is_none() || metrics.is_none() {
+    let (mut rpcs, mut grpcs, mut metrics) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let line = match lines_rx.recv_timeout(remaining) {
             Ok(line) => line,
@@ -153,16 +175,32 @@ fn spawn_devnet(dir: &Path, extra_args: &[String], log: &Path) -> anyhow::Result
                 );
             }
         };
+        if line.starts_with("devnet running") {
+            break;
+        }
         let mut words = line.split_whitespace();
         match (words.next(), words.next()) {
-            (Some("json-rpc"), Some(url)) => rpc = url.strip_prefix("http://").map(str::to_owned),
-            (Some("grpc"), Some(url)) => grpc = Some(url.to_owned()),
-            (Some("metrics"), Some(url)) => metrics = url.strip_suffix("/metrics").map(str::to_owned),
+            (Some("json-rpc"), Some(url)) => rpcs.extend(url.strip_prefix("http://").map(str::to_owned)),
+            (Some("grpc"), Some(url)) => grpcs.push(url.to_owned()),
+            (Some("metrics"), Some(url)) => metrics.extend(url.strip_suffix("/metrics").map(str::to_owned)),
             _ => {}
         }
     }
-    let (Some(rpc), Some(grpc), Some(metrics)) = (rpc, grpc, metrics) else { bail!("incomplete endpoints") };
-    Ok((child, Endpoints { http: format!("http://{rpc}"), ws: format!("ws://{rpc}"), grpc, metrics }))
+    if rpcs.is_empty() || rpcs.len() != grpcs.len() || rpcs.len() != metrics.len() {
+        bail!("incomplete endpoints");
+    }
+    let endpoints = rpcs
+        .into_iter()
+        .zip(grpcs)
+        .zip(metrics)
+        .map(|((rpc, grpc), metrics)| Endpoints {
+            http: format!("http://{rpc}"),
+            ws: format!("ws://{rpc}"),
+            grpc,
+            metrics,
+        })
+        .collect();
+    Ok((child, endpoints))
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or fails after `timeout`.

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use bcos_sdk::{
     config::{
-        ConsensusMode, Genesis, GrpcConfig, MetricsConfig, NodeConfig, RpcConfig, StorageConfig, SystemConfig,
-        TxPoolConfig,
+        ConsensusMode, Genesis, GrpcConfig, MetricsConfig, NodeConfig, P2pConfig, PeerAddress, RpcConfig,
+        StorageConfig, SystemConfig, TxPoolConfig,
     },
     crypto::{AccountKey, NodeKey},
 };
@@ -41,6 +41,9 @@ pub struct DevnetArgs {
     /// Metrics port of node 0 (node i uses this + i).
     #[arg(long, default_value_t = 9100)]
     pub metrics_port: u16,
+    /// Peer-to-peer port of node 0 (node i uses this + i); unused by a single node.
+    #[arg(long, default_value_t = 30300)]
+    pub p2p_port: u16,
 }
 
 const GENESIS_FILE: &str = "genesis.yaml";
@@ -55,28 +58,48 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
     let admin = AccountKey::generate();
     admin.save_new(&args.dir.join(ADMIN_KEY_FILE))?;
-    let mut node_ids = Vec::new();
-    for index in 0..args.nodes {
+    let keys: Vec<NodeKey> = (0..args.nodes).map(|_| NodeKey::generate()).collect();
+    // Base port 0 lets every node's listener pick a free port (it prints the one it got).
+    let port = |base: u16, index: u16| -> anyhow::Result<u16> {
+        if base == 0 {
+            return Ok(0);
+        }
+        base.checked_add(index).context("port number overflows; choose lower base ports")
+    };
+    if args.nodes > 1 && args.p2p_port == 0 {
+        bail!("--p2p-port 0: peers must know each other's ports; give a base port");
+    }
+    let mut peers = Vec::new();
+    for (index, key) in (0..args.nodes).zip(&keys) {
+        peers.push(PeerAddress {
+            node_id: key.node_id(),
+            address: format!("127.0.0.1:{}", port(args.p2p_port, index)?),
+        });
+    }
+    for (index, key) in (0..args.nodes).zip(&keys) {
         let dir = node_dir(&args.dir, index);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let key = NodeKey::generate();
         key.save_new(&dir.join("node.key"))?;
-        node_ids.push(key.node_id());
-        let port = |base: u16| -> anyhow::Result<u16> {
-            base.checked_add(index).context("port number overflows; choose lower base ports")
-        };
+        let p2p = (args.nodes > 1).then(|| -> anyhow::Result<P2pConfig> {
+            Ok(P2pConfig {
+                listen: ([127, 0, 0, 1], port(args.p2p_port, index)?).into(),
+                peers: peers.iter().filter(|p| p.node_id != key.node_id()).cloned().collect(),
+            })
+        });
         let config = NodeConfig {
             data_dir: PathBuf::from("data"),
             genesis_file: PathBuf::from("../").join(GENESIS_FILE),
             node_key_file: PathBuf::from("node.key"),
-            rpc: RpcConfig::on(([127, 0, 0, 1], port(args.rpc_port)?).into()),
-            grpc: GrpcConfig { listen: ([127, 0, 0, 1], port(args.grpc_port)?).into() },
-            metrics: MetricsConfig { listen: ([127, 0, 0, 1], port(args.metrics_port)?).into() },
+            rpc: RpcConfig::on(([127, 0, 0, 1], port(args.rpc_port, index)?).into()),
+            grpc: GrpcConfig { listen: ([127, 0, 0, 1], port(args.grpc_port, index)?).into() },
+            metrics: MetricsConfig { listen: ([127, 0, 0, 1], port(args.metrics_port, index)?).into() },
             txpool: TxPoolConfig::default(),
             storage: StorageConfig::default(),
+            p2p: p2p.transpose()?,
         };
         config.save(&dir.join("node.yaml"))?;
     }
+    let node_ids: Vec<_> = keys.iter().map(NodeKey::node_id).collect();
     let genesis = Genesis {
         chain_id: args.chain_id,
         timestamp_ms: crate::chain::now_ms(),
@@ -102,12 +125,6 @@ pub(super) async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     if genesis_path.exists() {
         println!("resuming devnet in {}", args.dir.display());
     } else {
-        if args.nodes > 1 {
-            bail!(
-                "--nodes {}: this build runs single-node chains; multi-node PBFT/Raft consensus is not implemented yet",
-                args.nodes
-            );
-        }
         create(&args)?;
         println!("created devnet in {}", args.dir.display());
     }

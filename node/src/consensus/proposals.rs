@@ -6,7 +6,7 @@
 //! so the block can be committed without executing it again.
 
 use alloy_eips::eip2718::Encodable2718;
-use alloy_primitives::{B256, Bytes};
+use alloy_primitives::{B256, Bytes, keccak256};
 use bcos_consensus::Proposal;
 use bcos_sdk::types::{BlockHeader, RecoveredTx};
 use rayon::prelude::*;
@@ -74,7 +74,9 @@ pub fn build(chain: &Chain, pool: &TxPool, proposer: B256, max: usize) -> Result
 }
 
 /// Re-executes a proposal on this node's head and accepts it only if every header field matches.
-pub fn check(chain: &Chain, proposal: Proposal) -> Result<ExecutedProposal, ProposalError> {
+/// Transactions this node's pool already admitted are taken from it, so a sender is recovered
+/// once per node; only transactions it has not seen are recovered here (in parallel).
+pub fn check(chain: &Chain, pool: &TxPool, proposal: Proposal) -> Result<ExecutedProposal, ProposalError> {
     let head = chain.head()?;
     let header = &proposal.header;
     if header.number != head.number + 1 || header.parent_hash != head.hash() {
@@ -86,9 +88,10 @@ pub fn check(chain: &Chain, proposal: Proposal) -> Result<ExecutedProposal, Prop
         .transactions
         .par_iter()
         .enumerate()
-        .map(|(index, raw)| {
-            RecoveredTx::decode_and_recover(raw, chain_id)
-                .map_err(|e| ProposalError::Transaction { index, reason: e.to_string() })
+        .map(|(index, raw)| match pool.get(&keccak256(raw)) {
+            Some(pooled) => Ok((*pooled).clone()),
+            None => RecoveredTx::decode_and_recover(raw, chain_id)
+                .map_err(|e| ProposalError::Transaction { index, reason: e.to_string() }),
         })
         .collect::<Result<_, _>>()?;
     let count = txs.len();
@@ -208,7 +211,7 @@ mod tests {
         submit_transfers(&leader.pool, 3);
         let built = build(&leader.chain, &leader.pool, key.node_id(), 100).expect("built");
         assert_eq!(built.proposal.transactions.len(), 3);
-        let checked = check(&replica.chain, built.proposal.clone()).expect("valid on the replica");
+        let checked = check(&replica.chain, &replica.pool, built.proposal.clone()).expect("valid on the replica");
         assert_eq!(checked.proposal.hash(), built.proposal.hash());
 
         let hash = built.proposal.hash();
@@ -228,26 +231,29 @@ mod tests {
 
         let mut wrong_root = built.proposal.clone();
         wrong_root.header.state_root = B256::repeat_byte(9);
-        assert!(matches!(check(&replica.chain, wrong_root), Err(ProposalError::Mismatch)));
+        assert!(matches!(check(&replica.chain, &replica.pool, wrong_root), Err(ProposalError::Mismatch)));
 
         let mut dropped_tx = built.proposal.clone();
         dropped_tx.transactions.pop();
-        assert!(matches!(check(&replica.chain, dropped_tx), Err(ProposalError::Mismatch)));
+        assert!(matches!(check(&replica.chain, &replica.pool, dropped_tx), Err(ProposalError::Mismatch)));
 
         let mut garbage = built.proposal.clone();
         garbage.transactions[0] = Bytes::from_static(b"\x02\xff");
-        assert!(matches!(check(&replica.chain, garbage), Err(ProposalError::Transaction { index: 0, .. })));
+        assert!(matches!(
+            check(&replica.chain, &replica.pool, garbage),
+            Err(ProposalError::Transaction { index: 0, .. })
+        ));
 
         let mut skipped_height = built.proposal.clone();
         skipped_height.header.number = 2;
-        assert!(matches!(check(&replica.chain, skipped_height), Err(ProposalError::NotNext { .. })));
+        assert!(matches!(check(&replica.chain, &replica.pool, skipped_height), Err(ProposalError::NotNext { .. })));
 
         let mut greedy = built.proposal.clone();
         greedy.header.gas_limit += 1;
-        assert!(matches!(check(&replica.chain, greedy), Err(ProposalError::Header(_))));
+        assert!(matches!(check(&replica.chain, &replica.pool, greedy), Err(ProposalError::Header(_))));
 
         let mut future = built.proposal;
         future.header.timestamp_ms = now_ms() + 10 * MAX_CLOCK_DRIFT_MS;
-        assert!(matches!(check(&replica.chain, future), Err(ProposalError::Header(_))));
+        assert!(matches!(check(&replica.chain, &replica.pool, future), Err(ProposalError::Header(_))));
     }
 }

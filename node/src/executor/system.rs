@@ -35,15 +35,18 @@ pub enum ConfigKey {
     ConsensusMode,
     /// `compatibility_version`
     CompatibilityVersion,
+    /// `consensus_timeout_ms`
+    ConsensusTimeoutMs,
 }
 
 impl ConfigKey {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::BlockIntervalMs,
         Self::MaxTxsPerBlock,
         Self::BlockGasLimit,
         Self::ConsensusMode,
         Self::CompatibilityVersion,
+        Self::ConsensusTimeoutMs,
     ];
 
     /// The key's name.
@@ -54,6 +57,7 @@ impl ConfigKey {
             Self::BlockGasLimit => "block_gas_limit",
             Self::ConsensusMode => "consensus_mode",
             Self::CompatibilityVersion => "compatibility_version",
+            Self::ConsensusTimeoutMs => "consensus_timeout_ms",
         }
     }
 
@@ -80,6 +84,7 @@ impl ConfigKey {
             Self::MaxTxsPerBlock => number(SystemConfig::MAX_TXS_PER_BLOCK),
             Self::BlockGasLimit => number(SystemConfig::BLOCK_GAS_LIMIT),
             Self::CompatibilityVersion => number(1..=u64::from(u32::MAX)),
+            Self::ConsensusTimeoutMs => number(SystemConfig::CONSENSUS_TIMEOUT_MS),
             Self::ConsensusMode => text
                 .parse::<ConsensusMode>()
                 .map(|mode| U256::from(mode.code()))
@@ -103,6 +108,7 @@ impl ConfigKey {
             Self::BlockGasLimit => U256::from(config.block_gas_limit),
             Self::ConsensusMode => U256::from(config.consensus_mode.code()),
             Self::CompatibilityVersion => U256::from(config.compatibility_version),
+            Self::ConsensusTimeoutMs => U256::from(config.consensus_timeout_ms),
         }
     }
 }
@@ -142,6 +148,7 @@ pub fn read_system_config(state: &dyn StateReader, height: u64) -> Result<System
             detail: format!("consensus mode code {consensus_code}"),
         })?,
         compatibility_version: value(ConfigKey::CompatibilityVersion)?.saturating_to(),
+        consensus_timeout_ms: value(ConfigKey::ConsensusTimeoutMs)?.saturating_to(),
     })
 }
 
@@ -301,6 +308,9 @@ fn system_config_call<CTX: ContextTr>(
         }
         Call::compatibilityVersion(_) => {
             effective(height, ConfigKey::CompatibilityVersion, &mut sload)?.0.saturating_to::<u32>().abi_encode()
+        }
+        Call::consensusTimeoutMs(_) => {
+            effective(height, ConfigKey::ConsensusTimeoutMs, &mut sload)?.0.saturating_to::<u64>().abi_encode()
         }
         Call::consensusMode(_) => {
             let value = effective(height, ConfigKey::ConsensusMode, &mut sload)?.0;

@@ -188,4 +188,5 @@ fn only_admins_change_system_config_and_it_applies_from_the_next_block() {
 fn genesis_lists_the_consensus_nodes_on_chain() {
     let f = fixture();
     assert_eq!(f.chain.consensus_nodes().expect("readable"), vec![f.consensus_node]);
+    assert_eq!(f.chain.system_config(), SystemConfig::default(), "every genesis value is on chain");
 }

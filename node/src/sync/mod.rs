@@ -142,7 +142,7 @@ pub fn apply(chain: &Chain, pool: &TxPool, blocks: Vec<SyncedBlock>) -> Result<u
             .verify_qc(block.qc, block.proposal.hash(), quorum)
             .map_err(|source| SyncError::Certificate { number, source })?
             .into_inner();
-        let checked = check(chain, block.proposal).map_err(|source| SyncError::Block { number, source })?;
+        let checked = check(chain, pool, block.proposal).map_err(|source| SyncError::Block { number, source })?;
         chain.commit(checked.proposal.header, checked.executed, qc, pool)?;
         applied += 1;
     }

@@ -10,11 +10,14 @@ use std::{
 
 use alloy_consensus::Transaction;
 use alloy_eips::eip2930::AccessList;
-use alloy_primitives::{Address, B256};
+use alloy_primitives::{Address, B256, Bytes};
 use bcos_sdk::{config::TxPoolConfig, types::RecoveredTx};
 use parking_lot::Mutex;
 use rayon::prelude::*;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
+
+/// Client transactions buffered for gossip; a slower gossip task skips ahead.
+const ADMITTED_CAPACITY: usize = 65_536;
 
 use super::{PoolError, PoolErrorKind};
 use crate::{
@@ -31,6 +34,8 @@ pub struct TxPool {
     journal: Arc<dyn ChainWriter>,
     inner: Mutex<Inner>,
     ready_changed: Notify,
+    /// Raw transactions admitted from clients, for gossip to peers.
+    admitted: broadcast::Sender<Bytes>,
     metrics: PoolMetrics,
 }
 
@@ -101,6 +106,7 @@ impl TxPool {
             journal,
             inner: Mutex::new(Inner::default()),
             ready_changed: Notify::new(),
+            admitted: broadcast::channel(ADMITTED_CAPACITY).0,
             metrics,
         }
     }
@@ -132,7 +138,17 @@ impl TxPool {
             })
         });
         self.record(&result);
+        if result.is_ok() {
+            // Nobody listening (a single node) is fine.
+            let _ = self.admitted.send(Bytes::copy_from_slice(raw));
+        }
         result
+    }
+
+    /// Raw transactions clients submit from now on, for gossip. Transactions that arrive by
+    /// gossip ([`TxPool::submit_many`]) are not repeated here, so gossip does not echo.
+    pub fn subscribe_admitted(&self) -> broadcast::Receiver<Bytes> {
+        self.admitted.subscribe()
     }
 
     /// Admits many raw transactions, recovering their senders in parallel: the path of gossip.
@@ -497,7 +513,7 @@ fn storage_error(e: crate::storage::StorageError) -> PoolError {
 #[cfg(test)]
 mod tests {
     use alloy_consensus::TxEip1559;
-    use alloy_primitives::{Bytes, TxKind};
+    use alloy_primitives::TxKind;
     use bcos_sdk::crypto::AccountKey;
     use prometheus::Registry;
 

@@ -76,6 +76,10 @@ pub struct SystemConfig {
     pub consensus_mode: ConsensusMode,
     /// The protocol version every node must support.
     pub compatibility_version: u32,
+    /// Base consensus timeout in milliseconds: the PBFT view timeout (doubling with each failed
+    /// view) and the Raft election timeout.
+    #[serde(default = "SystemConfig::default_consensus_timeout_ms")]
+    pub consensus_timeout_ms: u64,
 }
 
 impl Default for SystemConfig {
@@ -86,6 +90,7 @@ impl Default for SystemConfig {
             block_gas_limit: 1_000_000_000,
             consensus_mode: ConsensusMode::Pbft,
             compatibility_version: 1,
+            consensus_timeout_ms: Self::default_consensus_timeout_ms(),
         }
     }
 }
@@ -96,10 +101,19 @@ impl SystemConfig {
     pub const BLOCK_INTERVAL_MS: std::ops::RangeInclusive<u64> = 50..=60_000;
     /// Allowed transactions per block.
     pub const MAX_TXS_PER_BLOCK: std::ops::RangeInclusive<u64> = 1..=100_000;
+    /// Allowed consensus timeout, in milliseconds.
+    pub const CONSENSUS_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 200..=600_000;
     /// Allowed block gas limit.
     pub const BLOCK_GAS_LIMIT: std::ops::RangeInclusive<u64> = 1_000_000..=100_000_000_000;
 
+    fn default_consensus_timeout_ms() -> u64 {
+        3_000
+    }
+
     pub(crate) fn validate(&self) -> Result<(), FieldError> {
+        if !Self::CONSENSUS_TIMEOUT_MS.contains(&self.consensus_timeout_ms) {
+            return Err(FieldError::new("systemConfig.consensusTimeoutMs", range_message(&Self::CONSENSUS_TIMEOUT_MS)));
+        }
         if !Self::BLOCK_INTERVAL_MS.contains(&self.block_interval_ms) {
             return Err(FieldError::new("systemConfig.blockIntervalMs", range_message(&Self::BLOCK_INTERVAL_MS)));
         }

@@ -118,6 +118,38 @@ pub struct StorageConfig {
     pub sync_writes: bool,
 }
 
+/// A peer to connect to: its node id and `host:port` (an IP address or a DNS name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PeerAddress {
+    /// The peer's node id (Ed25519 public key).
+    #[schemars(with = "String")]
+    pub node_id: alloy_primitives::B256,
+    /// `host:port` of its peer-to-peer listener.
+    pub address: String,
+}
+
+impl PeerAddress {
+    /// Splits `address` into host and port.
+    pub fn host_port(&self) -> Option<(&str, u16)> {
+        let (host, port) = self.address.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        (!host.is_empty()).then_some(())?;
+        Some((host, port.parse().ok()?))
+    }
+}
+
+/// Peer-to-peer networking, needed by every chain of more than one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct P2pConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Peers always allowed and dialed (the bootstrap whitelist).
+    #[serde(default)]
+    pub peers: Vec<PeerAddress>,
+}
+
 /// The node file (`node.yaml`). Relative paths are resolved against the file's own directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -140,6 +172,9 @@ pub struct NodeConfig {
     /// Storage.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Peer-to-peer networking; absent only for a chain whose single consensus node is this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p2p: Option<P2pConfig>,
 }
 
 impl NodeConfig {
@@ -170,6 +205,11 @@ impl NodeConfig {
         }
         if self.txpool.max_per_sender == 0 {
             return Err(FieldError::new("txpool.maxPerSender", "must be at least 1"));
+        }
+        if let Some(p2p) = &self.p2p
+            && let Some(bad) = p2p.peers.iter().find(|p| p.host_port().is_none())
+        {
+            return Err(FieldError::new("p2p.peers", format!("{:?} is not host:port", bad.address)));
         }
         if self.rpc.max_batch == 0 {
             return Err(FieldError::new("rpc.maxBatch", "must be at least 1"));

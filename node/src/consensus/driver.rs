@@ -1,0 +1,418 @@
+//! The consensus driver: runs an [`Engine`] against the real world.
+//!
+//! It feeds the engine peers' messages (from the network), the clock, and the results of the work
+//! the engine asks for: building a block from the pool when this node leads, re-executing other
+//! nodes' proposals, and committing decided blocks through the chain. Execution runs on the
+//! blocking pool so the engine keeps answering messages meanwhile. The driver also gossips client
+//! transactions to peers, answers and issues block-sync requests, and catches up through
+//! [`crate::sync`] when peers are ahead.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use alloy_primitives::{B256, Bytes};
+use bcos_consensus::{BuildRequest, Commit, Engine, Proposal, Target, Validators};
+use bcos_sdk::crypto::NodeKey;
+use tokio::{
+    sync::{broadcast, mpsc, watch},
+    time::Instant,
+};
+
+use crate::{
+    chain::{Chain, ChainError, now_ms},
+    consensus::proposals::{ExecutedProposal, ProposalError, build, check},
+    network::{NetworkEvent, NetworkHandle, NodeId},
+    sync::{self, SyncRequest, SyncResponse},
+    txpool::TxPool,
+};
+
+/// How often the engine's clock advances.
+const TICK: Duration = Duration::from_millis(50);
+/// How often a node that made no progress asks its peers for their heads.
+const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Blocks asked for in one sync request.
+const SYNC_BATCH: u32 = 64;
+/// Client transactions gathered into one gossip batch, and how long a batch may wait.
+const GOSSIP_BATCH: usize = 1_000;
+const GOSSIP_DELAY: Duration = Duration::from_millis(20);
+/// Most transactions accepted from one gossip batch.
+const MAX_GOSSIP_BATCH: usize = 10_000;
+
+/// An engine message as bytes on the wire.
+pub trait WireMessage: Sized + Clone + Send + 'static {
+    /// Encodes the message.
+    fn to_wire(&self) -> Bytes;
+    /// Decodes a message from a peer, refusing malformed or trailing bytes.
+    fn from_wire(bytes: &[u8]) -> Result<Self, String>;
+}
+
+/// Results of work done off the driver's task.
+enum Work {
+    Built(BuildRequest, Result<ExecutedProposal, ChainError>),
+    Checked(B256, Result<ExecutedProposal, ProposalError>),
+    Synced(Result<usize, sync::SyncError>),
+}
+
+/// Runs one engine for this node.
+pub struct Driver<E: Engine> {
+    engine: E,
+    chain: Arc<Chain>,
+    pool: Arc<TxPool>,
+    network: NetworkHandle,
+    node_id: NodeId,
+    timeout_ms: u64,
+    executed: HashMap<B256, ExecutedProposal>,
+    build_request: Option<BuildRequest>,
+    building: bool,
+    syncing: bool,
+    last_progress: Instant,
+    work_tx: mpsc::UnboundedSender<Work>,
+    work_rx: mpsc::UnboundedReceiver<Work>,
+}
+
+/// The validator set in force for the block after the head.
+fn validators(chain: &Chain) -> Result<Validators, ChainError> {
+    Validators::new(chain.consensus_nodes()?).ok_or(ChainError::MissingHead(0))
+}
+
+impl<E> Driver<E>
+where
+    E: Engine + Send,
+    E::Message: WireMessage,
+{
+    /// A driver for `engine`, which must start at the height after the chain's head.
+    pub fn new(
+        engine: E,
+        chain: Arc<Chain>,
+        pool: Arc<TxPool>,
+        network: NetworkHandle,
+        key: &NodeKey,
+        timeout_ms: u64,
+    ) -> Self {
+        let (work_tx, work_rx) = mpsc::unbounded_channel();
+        Self {
+            engine,
+            chain,
+            pool,
+            network,
+            node_id: key.node_id(),
+            timeout_ms,
+            executed: HashMap::new(),
+            build_request: None,
+            building: false,
+            syncing: false,
+            last_progress: Instant::now(),
+            work_tx,
+            work_rx,
+        }
+    }
+
+    /// Runs until `shutdown` turns true or the chain fails.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<NetworkEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ChainError> {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sync_timer = tokio::time::interval(SYNC_INTERVAL);
+        let mut admitted = self.pool.subscribe_admitted();
+        let mut gossip: Vec<Bytes> = Vec::new();
+        let mut gossip_deadline = Instant::now();
+        self.drain()?;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return Ok(());
+                    }
+                }
+                event = events.recv() => match event {
+                    Some(event) => self.on_network(event),
+                    None => return Ok(()),
+                },
+                Some(work) = self.work_rx.recv() => self.on_work(work)?,
+                _ = ticker.tick() => {
+                    self.engine.tick(now_ms());
+                    self.maybe_build();
+                    if !gossip.is_empty() && Instant::now() >= gossip_deadline {
+                        self.flush_gossip(&mut gossip);
+                    }
+                }
+                _ = sync_timer.tick() => self.maybe_sync(),
+                received = admitted.recv() => match received {
+                    Ok(raw) => {
+                        if gossip.is_empty() {
+                            gossip_deadline = Instant::now() + GOSSIP_DELAY;
+                        }
+                        gossip.push(raw);
+                        if gossip.len() >= GOSSIP_BATCH {
+                            self.flush_gossip(&mut gossip);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                        tracing::warn!(target: "consensus", skipped, "gossip fell behind; peers get those by sync");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+            }
+            self.drain()?;
+        }
+    }
+
+    fn flush_gossip(&self, batch: &mut Vec<Bytes>) {
+        let encoded = alloy_rlp::encode(&*batch);
+        batch.clear();
+        if let Err(e) = self.network.gossip_txs(Bytes::from(encoded)) {
+            tracing::debug!(target: "consensus", error = %e, "transaction gossip not sent");
+        }
+    }
+
+    fn on_network(&mut self, event: NetworkEvent) {
+        match event {
+            NetworkEvent::Consensus { from, bytes } => match E::Message::from_wire(&bytes) {
+                Ok(message) => {
+                    if let Err(e) = self.engine.step(from, message) {
+                        let level_bad = e.is_bad_peer();
+                        if level_bad {
+                            tracing::warn!(target: "consensus", %from, error = %e, "refused consensus message");
+                        } else {
+                            tracing::trace!(target: "consensus", %from, error = %e, "ignored consensus message");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(target: "consensus", %from, error = %e, "malformed consensus message"),
+            },
+            NetworkEvent::Transactions { from, bytes } => {
+                let mut slice = bytes.as_ref();
+                match <Vec<Bytes> as alloy_rlp::Decodable>::decode(&mut slice) {
+                    Ok(batch) if slice.is_empty() && batch.len() <= MAX_GOSSIP_BATCH => {
+                        let pool = self.pool.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let raws: Vec<&[u8]> = batch.iter().map(|raw| raw.as_ref()).collect();
+                            pool.submit_many(&raws);
+                        });
+                    }
+                    _ => tracing::warn!(target: "consensus", %from, "malformed transaction gossip"),
+                }
+            }
+            NetworkEvent::SyncRequest { from, bytes, reply } => {
+                let chain = self.chain.clone();
+                tokio::task::spawn_blocking(move || {
+                    let response = SyncRequest::decode(&bytes)
+                        .map_err(sync::SyncError::from)
+                        .and_then(|request| sync::serve(&chain, &request));
+                    match response {
+                        Ok(response) => {
+                            let _ = reply.send(Bytes::from(response.encode()));
+                        }
+                        Err(e) => tracing::debug!(target: "sync", %from, error = %e, "sync request not served"),
+                    }
+                });
+            }
+            NetworkEvent::PeerConnected(_) | NetworkEvent::PeerDisconnected(_) => {}
+        }
+    }
+
+    fn on_work(&mut self, work: Work) -> Result<(), ChainError> {
+        match work {
+            Work::Built(request, result) => {
+                self.building = false;
+                match result {
+                    Ok(executed) if executed.proposal.header.number == request.height => {
+                        let proposal = executed.proposal.clone();
+                        self.executed.insert(proposal.hash(), executed);
+                        self.engine.proposal_built(proposal);
+                    }
+                    Ok(_) => tracing::debug!(target: "consensus", height = request.height, "built block is stale"),
+                    Err(e) => return Err(e),
+                }
+            }
+            Work::Checked(hash, result) => match result {
+                Ok(executed) => {
+                    self.executed.insert(hash, executed);
+                    self.engine.proposal_checked(hash, true);
+                }
+                Err(ProposalError::Chain(e)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(target: "consensus", %hash, error = %e, "refusing proposal");
+                    self.engine.proposal_checked(hash, false);
+                }
+            },
+            Work::Synced(result) => {
+                self.syncing = false;
+                match result {
+                    Ok(0) => {}
+                    Ok(applied) => {
+                        tracing::info!(target: "sync", applied, "caught up from peers");
+                        self.after_commit()?;
+                    }
+                    Err(sync::SyncError::Chain(e)) => return Err(e),
+                    Err(e) => tracing::warn!(target: "sync", error = %e, "sync failed"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out everything the engine asked for, until it asks for nothing more.
+    fn drain(&mut self) -> Result<(), ChainError> {
+        loop {
+            let ready = self.engine.ready();
+            if ready.is_empty() {
+                return Ok(());
+            }
+            for (target, message) in ready.messages {
+                let bytes = message.to_wire();
+                let sent = match target {
+                    Target::All => self.network.broadcast_consensus(bytes),
+                    Target::Node(to) => self.network.send_consensus(to, bytes),
+                };
+                if let Err(e) = sent {
+                    tracing::debug!(target: "consensus", error = %e, "consensus message not sent");
+                }
+            }
+            if let Some(request) = ready.build {
+                self.build_request = Some(request);
+                self.maybe_build();
+            }
+            for proposal in ready.check {
+                self.spawn_check(proposal);
+            }
+            if let Some(commit) = ready.commit {
+                self.commit(commit)?;
+            }
+        }
+    }
+
+    /// Starts building the requested block once it is due: a block interval after the head's
+    /// timestamp when transactions are ready (at once when a block's worth is), or after a longer
+    /// idle interval otherwise, so an idle chain still shows the other nodes its leader is alive.
+    /// Timing from the head, not from this node's last block, keeps the interval as leaders
+    /// rotate.
+    fn maybe_build(&mut self) {
+        let Some(request) = self.build_request else { return };
+        if self.building {
+            return;
+        }
+        let Ok(head) = self.chain.head() else { return };
+        if request.height != head.number + 1 {
+            self.build_request = None;
+            return;
+        }
+        let config = self.chain.system_config();
+        let ready = self.pool.ready_len() as u64;
+        let idle_ms = config.block_interval_ms.max(self.timeout_ms / 3);
+        let due_ms = head.timestamp_ms + if ready > 0 { config.block_interval_ms } else { idle_ms };
+        if ready < config.max_txs_per_block && now_ms() < due_ms {
+            return;
+        }
+        self.build_request = None;
+        self.building = true;
+        let (chain, pool, node_id, tx) = (self.chain.clone(), self.pool.clone(), self.node_id, self.work_tx.clone());
+        let max = usize::try_from(config.max_txs_per_block).unwrap_or(usize::MAX);
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(Work::Built(request, build(&chain, &pool, node_id, max)));
+        });
+    }
+
+    fn spawn_check(&mut self, proposal: Proposal) {
+        let hash = proposal.hash();
+        if self.executed.contains_key(&hash) {
+            // Built or checked here already (a re-proposal in a later round).
+            self.engine.proposal_checked(hash, true);
+            return;
+        }
+        let (chain, pool, tx) = (self.chain.clone(), self.pool.clone(), self.work_tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(Work::Checked(hash, check(&chain, &pool, proposal)));
+        });
+    }
+
+    fn commit(&mut self, commit: Commit) -> Result<(), ChainError> {
+        let hash = commit.proposal.hash();
+        let head = self.chain.head()?.number;
+        if commit.proposal.header.number != head + 1 {
+            // Sync got there first.
+            return Ok(());
+        }
+        let executed = match self.executed.remove(&hash) {
+            Some(executed) => executed,
+            None => match check(&self.chain, &self.pool, commit.proposal) {
+                Ok(executed) => executed,
+                Err(ProposalError::Chain(e)) => return Err(e),
+                Err(e) => {
+                    tracing::error!(target: "consensus", %hash, error = %e, "a quorum committed a block this node cannot execute");
+                    return Ok(());
+                }
+            },
+        };
+        self.chain.commit(executed.proposal.header, executed.executed, commit.qc, &self.pool)?;
+        self.after_commit()
+    }
+
+    /// Moves the engine past the new head.
+    fn after_commit(&mut self) -> Result<(), ChainError> {
+        self.executed.clear();
+        self.last_progress = Instant::now();
+        let head = self.chain.head()?.number;
+        self.engine.committed(head, validators(&self.chain)?);
+        Ok(())
+    }
+
+    /// Asks a peer for its head when this node made no progress for a while, and fetches what it
+    /// misses.
+    fn maybe_sync(&mut self) {
+        if self.syncing || self.last_progress.elapsed() < SYNC_INTERVAL {
+            return;
+        }
+        let peers = self.network.connected_peers();
+        if peers.is_empty() {
+            return;
+        }
+        self.syncing = true;
+        let (network, chain, pool, tx) =
+            (self.network.clone(), self.chain.clone(), self.pool.clone(), self.work_tx.clone());
+        tokio::spawn(async move {
+            let result = sync_from(&network, &chain, &pool, &peers).await;
+            let _ = tx.send(Work::Synced(result));
+        });
+    }
+}
+
+/// Finds the highest peer of this chain and applies the blocks it has beyond this node's head.
+async fn sync_from(
+    network: &NetworkHandle,
+    chain: &Arc<Chain>,
+    pool: &Arc<TxPool>,
+    peers: &[NodeId],
+) -> Result<usize, sync::SyncError> {
+    let mut best: Option<(NodeId, u64)> = None;
+    for peer in peers {
+        let Ok(bytes) = network.request_sync(*peer, Bytes::from(SyncRequest::Status.encode())).await else { continue };
+        if let Ok(SyncResponse::Status { height, genesis_hash, .. }) = SyncResponse::decode(&bytes)
+            && genesis_hash == chain.genesis_hash()
+            && best.is_none_or(|(_, h)| height > h)
+        {
+            best = Some((*peer, height));
+        }
+    }
+    let Some((peer, height)) = best else { return Ok(0) };
+    let mut applied = 0;
+    loop {
+        let head = chain.head()?.number;
+        if head >= height {
+            return Ok(applied);
+        }
+        let request = SyncRequest::Blocks { from: head + 1, max: SYNC_BATCH };
+        let Ok(bytes) = network.request_sync(peer, Bytes::from(request.encode())).await else { return Ok(applied) };
+        let SyncResponse::Blocks(blocks) = SyncResponse::decode(&bytes)? else { return Ok(applied) };
+        if blocks.is_empty() {
+            return Ok(applied);
+        }
+        let (chain, pool) = (chain.clone(), pool.clone());
+        let result = tokio::task::spawn_blocking(move || sync::apply(&chain, &pool, blocks)).await.map_err(|e| {
+            sync::SyncError::Chain(ChainError::Execution(crate::executor::ExecutionError::Evm(e.to_string())))
+        })?;
+        applied += result?;
+    }
+}
