@@ -34,6 +34,8 @@ const SYNC_BATCH: u32 = 64;
 /// Client transactions gathered into one gossip batch, and how long a batch may wait.
 const GOSSIP_BATCH: usize = 1_000;
 const GOSSIP_DELAY: Duration = Duration::from_millis(20);
+/// How long ready transactions may wait without a commit before they are gossiped again.
+const STUCK_AFTER: Duration = Duration::from_secs(2);
 /// Most transactions accepted from one gossip batch.
 const MAX_GOSSIP_BATCH: usize = 10_000;
 
@@ -67,6 +69,8 @@ pub struct Driver<E: Engine> {
     last_progress: Instant,
     work_tx: mpsc::UnboundedSender<Work>,
     work_rx: mpsc::UnboundedReceiver<Work>,
+    /// Subscribed at construction, so no client transaction admitted before `run` is missed.
+    admitted: Option<broadcast::Receiver<Bytes>>,
 }
 
 /// The validator set in force for the block after the head.
@@ -89,6 +93,7 @@ where
         timeout_ms: u64,
     ) -> Self {
         let (work_tx, work_rx) = mpsc::unbounded_channel();
+        let admitted = Some(pool.subscribe_admitted());
         Self {
             engine,
             chain,
@@ -103,6 +108,7 @@ where
             last_progress: Instant::now(),
             work_tx,
             work_rx,
+            admitted,
         }
     }
 
@@ -115,7 +121,7 @@ where
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sync_timer = tokio::time::interval(SYNC_INTERVAL);
-        let mut admitted = self.pool.subscribe_admitted();
+        let mut admitted = self.admitted.take().unwrap_or_else(|| self.pool.subscribe_admitted());
         let mut gossip: Vec<Bytes> = Vec::new();
         let mut gossip_deadline = Instant::now();
         self.drain()?;
@@ -138,7 +144,10 @@ where
                         self.flush_gossip(&mut gossip);
                     }
                 }
-                _ = sync_timer.tick() => self.maybe_sync(),
+                _ = sync_timer.tick() => {
+                    self.maybe_sync();
+                    self.regossip_if_stuck();
+                }
                 received = admitted.recv() => match received {
                     Ok(raw) => {
                         if gossip.is_empty() {
@@ -157,6 +166,18 @@ where
             }
             self.drain()?;
         }
+    }
+
+    /// Gossip is best effort (a peer may have been unreachable when a transaction came in), so
+    /// while ready transactions wait and no block commits, offer the oldest of them again; peers
+    /// already holding them answer "already known" and nothing else happens.
+    fn regossip_if_stuck(&self) {
+        if self.last_progress.elapsed() < STUCK_AFTER || self.pool.ready_len() == 0 {
+            return;
+        }
+        let mut batch: Vec<Bytes> =
+            self.pool.ready_transactions(GOSSIP_BATCH).iter().map(|tx| tx.encoded().clone()).collect();
+        self.flush_gossip(&mut batch);
     }
 
     fn flush_gossip(&self, batch: &mut Vec<Bytes>) {
