@@ -18,4 +18,6 @@ pub mod rpc;
 pub mod service;
 pub mod storage;
 pub mod sync;
+#[cfg(test)]
+mod test_utils;
 pub mod txpool;

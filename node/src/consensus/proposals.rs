@@ -140,43 +140,15 @@ fn check_header_rules(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use alloy_consensus::TxEip1559;
     use alloy_primitives::{Address, TxKind};
     use bcos_sdk::{
-        config::{Genesis, SystemConfig, TxPoolConfig},
+        config::{Genesis, SystemConfig},
         crypto::{AccountKey, NodeKey},
     };
-    use prometheus::Registry;
 
     use super::*;
-    use crate::{
-        chain::sign_commit,
-        metrics::{ChainMetrics, PoolMetrics},
-        storage::RocksStore,
-    };
-
-    struct TestNode {
-        _dir: tempfile::TempDir,
-        chain: Chain,
-        pool: TxPool,
-    }
-
-    fn node(genesis: &Genesis) -> TestNode {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(RocksStore::open(dir.path(), false).expect("open"));
-        let chain = Chain::open(store.clone(), genesis, ChainMetrics::register(&Registry::new())).expect("chain");
-        let pool = TxPool::new(
-            genesis.chain_id,
-            TxPoolConfig::default(),
-            genesis.system_config.block_gas_limit,
-            store.clone(),
-            store,
-            PoolMetrics::register(&Registry::new()),
-        );
-        TestNode { _dir: dir, chain, pool }
-    }
+    use crate::{chain::sign_commit, test_utils::TestNode};
 
     fn genesis() -> Genesis {
         Genesis {
@@ -206,7 +178,7 @@ mod tests {
     #[test]
     fn a_replica_accepts_exactly_what_the_leader_executed_and_both_commit_it() {
         let genesis = genesis();
-        let (leader, replica) = (node(&genesis), node(&genesis));
+        let (leader, replica) = (TestNode::new(&genesis), TestNode::new(&genesis));
         let key = NodeKey::generate();
         submit_transfers(&leader.pool, 3);
         let built = build(&leader.chain, &leader.pool, key.node_id(), 100).expect("built");
@@ -225,7 +197,7 @@ mod tests {
     #[test]
     fn tampered_and_misplaced_proposals_are_refused() {
         let genesis = genesis();
-        let (leader, replica) = (node(&genesis), node(&genesis));
+        let (leader, replica) = (TestNode::new(&genesis), TestNode::new(&genesis));
         submit_transfers(&leader.pool, 2);
         let built = build(&leader.chain, &leader.pool, B256::repeat_byte(1), 100).expect("built");
 

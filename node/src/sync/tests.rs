@@ -1,44 +1,15 @@
 //! Sync between two real chains on RocksDB.
 
-use std::sync::Arc;
-
 use alloy_consensus::TxEip1559;
 use alloy_primitives::{Address, B256, TxKind};
 use bcos_sdk::{
-    config::{Genesis, SystemConfig, TxPoolConfig},
+    config::{Genesis, SystemConfig},
     crypto::{AccountKey, NodeKey},
     types::QuorumCertificate,
 };
-use prometheus::Registry;
 
 use super::*;
-use crate::{
-    chain::sign_commit,
-    consensus::solo::seal_one,
-    metrics::{ChainMetrics, PoolMetrics},
-    storage::RocksStore,
-};
-
-struct TestNode {
-    _dir: tempfile::TempDir,
-    chain: Chain,
-    pool: TxPool,
-}
-
-fn node(genesis: &Genesis) -> TestNode {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(RocksStore::open(dir.path(), false).expect("open"));
-    let chain = Chain::open(store.clone(), genesis, ChainMetrics::register(&Registry::new())).expect("chain");
-    let pool = TxPool::new(
-        genesis.chain_id,
-        TxPoolConfig::default(),
-        genesis.system_config.block_gas_limit,
-        store.clone(),
-        store,
-        PoolMetrics::register(&Registry::new()),
-    );
-    TestNode { _dir: dir, chain, pool }
-}
+use crate::{chain::sign_commit, consensus::solo::seal_one, test_utils::TestNode};
 
 /// A source chain of `blocks` blocks sealed by `key`, and a fresh node of the same chain.
 fn source_and_fresh(key: &NodeKey, blocks: u64) -> (TestNode, TestNode) {
@@ -50,7 +21,7 @@ fn source_and_fresh(key: &NodeKey, blocks: u64) -> (TestNode, TestNode) {
         admins: vec![],
         alloc: Default::default(),
     };
-    let source = node(&genesis);
+    let source = TestNode::new(&genesis);
     let sender = AccountKey::generate();
     for nonce in 0..blocks {
         let raw = sender.sign_transaction(TxEip1559 {
@@ -63,7 +34,7 @@ fn source_and_fresh(key: &NodeKey, blocks: u64) -> (TestNode, TestNode) {
         source.pool.submit(&raw).expect("admitted");
         seal_one(&source.chain, &source.pool, key, 100).expect("sealed");
     }
-    (source, node(&genesis))
+    (source, TestNode::new(&genesis))
 }
 
 fn fetch(source: &Chain, from: u64) -> Vec<SyncedBlock> {
