@@ -2,7 +2,12 @@
 
 use std::sync::Arc;
 
-use bcos_sdk::config::{Genesis, TxPoolConfig};
+use alloy_consensus::TxEip1559;
+use alloy_primitives::{Address, Bytes, TxKind};
+use bcos_sdk::{
+    config::{Genesis, TxPoolConfig},
+    crypto::AccountKey,
+};
 use prometheus::Registry;
 
 use crate::{
@@ -35,4 +40,9 @@ impl TestNode {
         );
         Self { _dir: dir, chain, pool }
     }
+}
+
+/// A signed plain 21,000-gas call from `key` to `to`, for filling pools and blocks.
+pub(crate) fn signed_transfer(key: &AccountKey, chain_id: u64, nonce: u64, to: Address) -> Bytes {
+    key.sign_transaction(TxEip1559 { chain_id, nonce, gas_limit: 21_000, to: TxKind::Call(to), ..Default::default() })
 }

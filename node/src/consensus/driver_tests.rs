@@ -3,8 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use alloy_consensus::TxEip1559;
-use alloy_primitives::{Address, TxKind};
+use alloy_primitives::Address;
 use bcos_consensus::{Engine, EngineConfig, Validators, pbft::Pbft, raft::Raft};
 use bcos_sdk::{
     config::{ConsensusMode, Genesis, SystemConfig, TxPoolConfig},
@@ -19,6 +18,7 @@ use crate::{
     metrics::{ChainMetrics, PoolMetrics},
     network::{Network, NetworkConfig, NetworkHandle, tcp_multiaddr},
     storage::{BlockReader, RocksStore, StateReader},
+    test_utils::signed_transfer,
     txpool::TxPool,
 };
 
@@ -97,13 +97,7 @@ async fn commits_everywhere(nodes: &[TestNode]) {
     let sender = AccountKey::generate();
     let count = 30;
     for nonce in 0..count {
-        let raw = sender.sign_transaction(TxEip1559 {
-            chain_id: CHAIN_ID,
-            nonce,
-            gas_limit: 21_000,
-            to: TxKind::Call(Address::repeat_byte(5)),
-            ..Default::default()
-        });
+        let raw = signed_transfer(&sender, CHAIN_ID, nonce, Address::repeat_byte(5));
         nodes[0].pool.submit(&raw).expect("admitted");
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);

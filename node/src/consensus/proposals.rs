@@ -140,15 +140,17 @@ fn check_header_rules(
 
 #[cfg(test)]
 mod tests {
-    use alloy_consensus::TxEip1559;
-    use alloy_primitives::{Address, TxKind};
+    use alloy_primitives::Address;
     use bcos_sdk::{
         config::{Genesis, SystemConfig},
         crypto::{AccountKey, NodeKey},
     };
 
     use super::*;
-    use crate::{chain::sign_commit, test_utils::TestNode};
+    use crate::{
+        chain::sign_commit,
+        test_utils::{TestNode, signed_transfer},
+    };
 
     fn genesis() -> Genesis {
         Genesis {
@@ -164,14 +166,7 @@ mod tests {
     fn submit_transfers(pool: &TxPool, count: u64) {
         let key = AccountKey::generate();
         for nonce in 0..count {
-            let raw = key.sign_transaction(TxEip1559 {
-                chain_id: 5,
-                nonce,
-                gas_limit: 21_000,
-                to: TxKind::Call(Address::repeat_byte(4)),
-                ..Default::default()
-            });
-            pool.submit(&raw).expect("admitted");
+            pool.submit(&signed_transfer(&key, 5, nonce, Address::repeat_byte(4))).expect("admitted");
         }
     }
 

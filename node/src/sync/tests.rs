@@ -1,7 +1,6 @@
 //! Sync between two real chains on RocksDB.
 
-use alloy_consensus::TxEip1559;
-use alloy_primitives::{Address, B256, TxKind};
+use alloy_primitives::{Address, B256};
 use bcos_sdk::{
     config::{Genesis, SystemConfig},
     crypto::{AccountKey, NodeKey},
@@ -9,7 +8,11 @@ use bcos_sdk::{
 };
 
 use super::*;
-use crate::{chain::sign_commit, consensus::solo::seal_one, test_utils::TestNode};
+use crate::{
+    chain::sign_commit,
+    consensus::solo::seal_one,
+    test_utils::{TestNode, signed_transfer},
+};
 
 /// A source chain of `blocks` blocks sealed by `key`, and a fresh node of the same chain.
 fn source_and_fresh(key: &NodeKey, blocks: u64) -> (TestNode, TestNode) {
@@ -24,14 +27,7 @@ fn source_and_fresh(key: &NodeKey, blocks: u64) -> (TestNode, TestNode) {
     let source = TestNode::new(&genesis);
     let sender = AccountKey::generate();
     for nonce in 0..blocks {
-        let raw = sender.sign_transaction(TxEip1559 {
-            chain_id: 11,
-            nonce,
-            gas_limit: 21_000,
-            to: TxKind::Call(Address::repeat_byte(1)),
-            ..Default::default()
-        });
-        source.pool.submit(&raw).expect("admitted");
+        source.pool.submit(&signed_transfer(&sender, 11, nonce, Address::repeat_byte(1))).expect("admitted");
         seal_one(&source.chain, &source.pool, key, 100).expect("sealed");
     }
     (source, TestNode::new(&genesis))
