@@ -133,13 +133,15 @@ async fn pair() -> (TestNode, TestNode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_connect_and_broadcast() {
+    let (b_key, c_key) = (NodeKey::generate(), NodeKey::generate());
     let mut a = TestNode::start(NodeKey::generate(), Vec::new()).await;
-    let mut b = TestNode::start(NodeKey::generate(), vec![(a.id(), a.addr())]).await;
-    let mut c = TestNode::start(NodeKey::generate(), vec![(a.id(), a.addr()), (b.id(), b.addr())]).await;
-    // The registry allows the later nodes on the earlier ones; the local node is skipped.
-    let registry = vec![(a.id(), Some(a.addr())), (b.id(), Some(b.addr())), (c.id(), Some(c.addr()))];
+    // The registry allows the later nodes on the earlier ones before they dial (so no dial is
+    // refused); the local node is skipped.
+    let registry = vec![(a.id(), Some(a.addr())), (b_key.node_id(), None), (c_key.node_id(), None)];
     a.handle.set_peers(registry.clone()).await.expect("peers set");
+    let mut b = TestNode::start(b_key, vec![(a.id(), a.addr())]).await;
     b.handle.set_peers(registry).await.expect("peers set");
+    let mut c = TestNode::start(c_key, vec![(a.id(), a.addr()), (b.id(), b.addr())]).await;
     until("a full mesh", || [&a, &b, &c].iter().all(|node| node.handle.connected_peers().len() == 2)).await;
     let mut expected = vec![b.id(), c.id()];
     expected.sort();
