@@ -3,8 +3,8 @@
 //! Storage layout (all in the contract's own EVM storage, so the state commitment covers it and
 //! `eth_getStorageAt` shows it): for every key three slots, `current`, `next` and `enable` (the
 //! height from which `next` is in force); and one slot per administrator. A change made while
-//! executing block N sets `next` with `enable = N + 1`, so every node applies it from the same
-//! block.
+//! executing block N sets `next` with `enable = N + 1` (`setValueByKey`) or a later height the
+//! caller chose (`setValueByKeyAt`), so every node applies it from the same block.
 
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_sol_types::{SolCall, SolError, SolEvent, SolInterface, SolValue};
@@ -317,41 +317,89 @@ fn system_config_call<CTX: ContextTr>(
             ConfigKey::ConsensusMode.format(value).abi_encode()
         }
         Call::setValueByKey(set) => {
-            if inputs.is_static {
-                return Ok(revert(gas, "system config: cannot change configuration in a static call".into()));
+            let change = Change { key: &set.key, value: &set.value, enable: height + 1 };
+            match set_value(context, inputs, &mut gas, height, change)? {
+                Ok(()) => 0i32.abi_encode(),
+                Err(SetRefused::OutOfGas) => return Ok(out_of_gas(gas)),
+                Err(SetRefused::Revert(reason)) => return Ok(revert(gas, reason)),
             }
-            if !gas.record_regular_cost(WRITE_GAS) {
-                return Ok(out_of_gas(gas));
-            }
-            if sload(admin_slot(&inputs.caller))?.is_zero() {
-                return Ok(revert(gas, format!("system config: {} is not a chain administrator", inputs.caller)));
-            }
-            let Some(key) = ConfigKey::from_name(&set.key) else {
-                return Ok(revert(gas, format!("system config: unknown key {:?}", set.key)));
+        }
+        Call::setValueByKeyAt(set) => {
+            let Ok(enable) = u64::try_from(set.enableNumber) else {
+                return Ok(revert(gas, "system config: enableNumber is not a block number".into()));
             };
-            let value = match key.parse(&set.value) {
-                Ok(value) => value,
-                Err(reason) => return Ok(revert(gas, format!("system config: {reason}"))),
-            };
-            let (in_force, _) = effective(height, key, &mut sload)?;
-            if key == ConfigKey::CompatibilityVersion && value < in_force {
-                return Ok(revert(gas, format!("system config: compatibility_version cannot go down from {in_force}")));
+            let change = Change { key: &set.key, value: &set.value, enable };
+            match set_value(context, inputs, &mut gas, height, change)? {
+                Ok(()) => 0i32.abi_encode(),
+                Err(SetRefused::OutOfGas) => return Ok(out_of_gas(gas)),
+                Err(SetRefused::Revert(reason)) => return Ok(revert(gas, reason)),
             }
-            let enable = height + 1;
-            let journal = context.journal_mut();
-            for (slot, value) in
-                [(key.slot("current"), in_force), (key.slot("next"), value), (key.slot("enable"), U256::from(enable))]
-            {
-                journal.sstore(SYSTEM_CONFIG_ADDRESS, slot, value).map_err(|e| e.to_string())?;
-            }
-            let event = ISystemConfig::ConfigChanged {
-                key: set.key.clone(),
-                value: key.format(value),
-                enableNumber: U256::from(enable),
-            };
-            journal.log(Log { address: SYSTEM_CONFIG_ADDRESS, data: event.encode_log_data() });
-            0i32.abi_encode()
         }
     };
     Ok(ok(gas, output))
+}
+
+/// A requested configuration change.
+struct Change<'a> {
+    key: &'a str,
+    value: &'a str,
+    /// First block the value is in force in.
+    enable: u64,
+}
+
+/// Why a change was not made (database failures are the outer `Err`).
+enum SetRefused {
+    OutOfGas,
+    Revert(String),
+}
+
+/// Records `change` as the key's next value, in force from `change.enable`, replacing a change
+/// still pending for the key.
+fn set_value<CTX: ContextTr>(
+    context: &mut CTX,
+    inputs: &CallInputs,
+    gas: &mut Gas,
+    height: u64,
+    change: Change<'_>,
+) -> Result<Result<(), SetRefused>, String> {
+    let refuse = |reason: String| Ok(Err(SetRefused::Revert(format!("system config: {reason}"))));
+    if inputs.is_static {
+        return refuse("cannot change configuration in a static call".into());
+    }
+    if !gas.record_regular_cost(WRITE_GAS) {
+        return Ok(Err(SetRefused::OutOfGas));
+    }
+    let mut sload = |slot: U256| -> Result<U256, String> {
+        context.journal_mut().sload(SYSTEM_CONFIG_ADDRESS, slot).map(|load| load.data).map_err(|e| e.to_string())
+    };
+    if sload(admin_slot(&inputs.caller))?.is_zero() {
+        return refuse(format!("{} is not a chain administrator", inputs.caller));
+    }
+    let Some(key) = ConfigKey::from_name(change.key) else {
+        return refuse(format!("unknown key {:?}", change.key));
+    };
+    let value = match key.parse(change.value) {
+        Ok(value) => value,
+        Err(reason) => return refuse(reason),
+    };
+    if change.enable <= height {
+        return refuse(format!("enableNumber {} is not after the current block {height}", change.enable));
+    }
+    let (in_force, _) = effective(height, key, &mut sload)?;
+    if key == ConfigKey::CompatibilityVersion && value < in_force {
+        return refuse(format!("compatibility_version cannot go down from {in_force}"));
+    }
+    let journal = context.journal_mut();
+    for (slot, value) in
+        [(key.slot("current"), in_force), (key.slot("next"), value), (key.slot("enable"), U256::from(change.enable))]
+    {
+        journal.sstore(SYSTEM_CONFIG_ADDRESS, slot, value).map_err(|e| e.to_string())?;
+    }
+    let event = ISystemConfig::ConfigChanged {
+        key: change.key.to_owned(),
+        value: key.format(value),
+        enableNumber: U256::from(change.enable),
+    };
+    journal.log(Log { address: SYSTEM_CONFIG_ADDRESS, data: event.encode_log_data() });
+    Ok(Ok(()))
 }

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use alloy_consensus::{TxEip1559, TxLegacy};
 use alloy_primitives::{Address, Bytes, TxKind, U256};
-use alloy_sol_types::{SolCall, SolValue};
+use alloy_sol_types::{SolCall, SolEvent, SolValue};
 use bcos_sdk::{
-    config::{Genesis, GenesisAccount, SystemConfig},
+    config::{ConsensusMode, Genesis, GenesisAccount, SystemConfig},
     crypto::{AccountKey, NodeKey},
     types::{
         RecoveredTx,
@@ -66,6 +66,24 @@ fn signed(key: &AccountKey, nonce: u64, to: TxKind, value: u64, input: Vec<u8>) 
 fn execute(f: &Fixture, txs: Vec<RecoveredTx>) -> ExecutedBlock {
     let input = f.chain.next_block_input(now_ms()).expect("input");
     f.chain.execute_next(&input, txs).expect("executes")
+}
+
+/// Commits an executed block as the next one, with a one-vote certificate.
+fn commit(f: &Fixture, executed: ExecutedBlock) {
+    let store = f.chain.store().clone();
+    let input = f.chain.next_block_input(now_ms()).expect("input");
+    let key = NodeKey::generate();
+    let header = f.chain.seal_header(&input, &executed, key.node_id());
+    let qc = crate::chain::sign_commit(&key, header.hash(), header.number, 0);
+    let pool = crate::txpool::TxPool::new(
+        CHAIN_ID,
+        Default::default(),
+        1_000_000_000,
+        store.clone(),
+        store,
+        crate::metrics::PoolMetrics::register(&Registry::new()),
+    );
+    f.chain.commit(header, executed, qc, &pool).expect("commit");
 }
 
 fn set_config(key: &str, value: &str) -> Vec<u8> {
@@ -165,23 +183,44 @@ fn only_admins_change_system_config_and_it_applies_from_the_next_block() {
     assert_eq!(executed.receipts[2].logs.len(), 1, "ConfigChanged");
 
     // Commit it as block 1: block 1 itself ran with the old value, block 2 runs with the new one.
+    commit(&f, executed);
     let store = f.chain.store().clone();
-    let input = f.chain.next_block_input(now_ms()).expect("input");
-    let key = NodeKey::generate();
-    let header = f.chain.seal_header(&input, &executed, key.node_id());
-    let qc = crate::chain::sign_commit(&key, header.hash(), header.number, 0);
-    let pool = crate::txpool::TxPool::new(
-        CHAIN_ID,
-        Default::default(),
-        1_000_000_000,
-        store.clone(),
-        store.clone(),
-        crate::metrics::PoolMetrics::register(&Registry::new()),
-    );
-    f.chain.commit(header, executed, qc, &pool).expect("commit");
     assert_eq!(read_system_config(store.as_ref(), 1).expect("config").max_txs_per_block, 10_000);
     assert_eq!(read_system_config(store.as_ref(), 2).expect("config").max_txs_per_block, 7);
     assert_eq!(f.chain.system_config().max_txs_per_block, 7);
+}
+
+#[test]
+fn a_scheduled_change_is_in_force_from_its_height_and_only_there() {
+    let f = fixture();
+    let to = TxKind::Call(SYSTEM_CONFIG_ADDRESS);
+    let schedule = |key: &str, value: &str, at: u64| {
+        ISystemConfig::setValueByKeyAtCall { key: key.into(), value: value.into(), enableNumber: U256::from(at) }
+            .abi_encode()
+    };
+    // This block is number 1: a change at 1 (or earlier) would rewrite the past.
+    let executed = execute(
+        &f,
+        vec![
+            signed(&f.admin, 0, to, 0, schedule("consensus_mode", "raft", 1)),
+            signed(&f.admin, 1, to, 0, schedule("consensus_mode", "raft", 5)),
+        ],
+    );
+    let outcome: Vec<bool> = executed.receipts.iter().map(|r| r.success).collect();
+    assert_eq!(outcome, vec![false, true]);
+    assert_eq!(
+        decode_revert(&executed.receipts[0].revert_output).as_deref(),
+        Some("system config: enableNumber 1 is not after the current block 1")
+    );
+    let log = &executed.receipts[1].logs[0];
+    let event = ISystemConfig::ConfigChanged::decode_raw_log(log.topics.iter().copied(), &log.data).expect("event");
+    assert_eq!((event.value.as_str(), event.enableNumber), ("raft", U256::from(5)));
+
+    commit(&f, executed);
+    let store = f.chain.store().clone();
+    for (height, mode) in [(2, ConsensusMode::Pbft), (4, ConsensusMode::Pbft), (5, ConsensusMode::Raft)] {
+        assert_eq!(read_system_config(store.as_ref(), height).expect("config").consensus_mode, mode, "at {height}");
+    }
 }
 
 #[test]
