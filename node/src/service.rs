@@ -3,9 +3,9 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
-use bcos_consensus::{EngineConfig, Validators, pbft::Pbft, raft::Raft};
+use bcos_consensus::{EngineConfig, Validators};
 use bcos_sdk::{
-    config::{ConfigError, ConsensusMode, Genesis, NodeConfig, P2pConfig, PeerAddress},
+    config::{ConfigError, Genesis, NodeConfig, P2pConfig, PeerAddress},
     crypto::{KeyError, NodeKey},
 };
 use prometheus::Registry;
@@ -13,7 +13,7 @@ use tokio::{sync::watch, task::JoinSet};
 
 use crate::{
     chain::{Chain, ChainError, now_ms},
-    consensus::{driver::Driver, solo::SoloSealer},
+    consensus::{driver::Driver, solo::SoloSealer, switch::ConsensusEngine},
     metrics::{ChainMetrics, Health, PoolMetrics, RpcMetrics},
     network::{Multiaddr, Network, NetworkConfig, tcp_multiaddr},
     rpc::{NodeApi, eth, grpc},
@@ -200,17 +200,9 @@ async fn start_consensus(
         timeout_ms: config.consensus_timeout_ms,
         now_ms: now_ms(),
     };
-    let timeout_ms = config.consensus_timeout_ms;
-    match config.consensus_mode {
-        ConsensusMode::Pbft => {
-            let driver = Driver::new(Pbft::new(engine_config), chain, pool, network.clone(), key, timeout_ms);
-            tasks.spawn(async move { driver.run(events, shutdown).await.map_err(ServiceError::from) });
-        }
-        ConsensusMode::Raft => {
-            let driver = Driver::new(Raft::new(engine_config), chain, pool, network.clone(), key, timeout_ms);
-            tasks.spawn(async move { driver.run(events, shutdown).await.map_err(ServiceError::from) });
-        }
-    }
+    let engine = ConsensusEngine::new(config.consensus_mode, engine_config);
+    let driver = Driver::new(engine, chain, pool, network.clone(), key, registry);
+    tasks.spawn(async move { driver.run(events, shutdown).await.map_err(ServiceError::from) });
     Ok(())
 }
 

@@ -1,17 +1,19 @@
-//! The consensus driver: runs an [`Engine`] against the real world.
+//! The consensus driver: runs the node's [`ConsensusEngine`] against the real world.
 //!
 //! It feeds the engine peers' messages (from the network), the clock, and the results of the work
 //! the engine asks for: building a block from the pool when this node leads, re-executing other
 //! nodes' proposals, and committing decided blocks through the chain. Execution runs on the
 //! blocking pool so the engine keeps answering messages meanwhile. The driver also gossips client
 //! transactions to peers, answers and issues block-sync requests, and catches up through
-//! [`crate::sync`] when peers are ahead.
+//! [`crate::sync`] when peers are ahead. After every commit it hands the engine the configuration
+//! in force for the next height, which is where a scheduled consensus switch happens.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use alloy_primitives::{B256, Bytes};
 use bcos_consensus::{BuildRequest, Commit, Engine, Proposal, Target, Validators};
-use bcos_sdk::crypto::NodeKey;
+use bcos_sdk::{config::ConsensusMode, crypto::NodeKey};
+use prometheus::Registry;
 use tokio::{
     sync::{broadcast, mpsc, watch},
     time::Instant,
@@ -19,7 +21,11 @@ use tokio::{
 
 use crate::{
     chain::{Chain, ChainError, now_ms},
-    consensus::proposals::{ExecutedProposal, ProposalError, build, check},
+    consensus::{
+        proposals::{ExecutedProposal, ProposalError, build, check},
+        switch::{ConsensusEngine, ConsensusMessage},
+    },
+    metrics::ConsensusMetrics,
     network::{NetworkEvent, NetworkHandle, NodeId},
     sync::{self, SyncRequest, SyncResponse},
     txpool::TxPool,
@@ -54,14 +60,14 @@ enum Work {
     Synced(Result<usize, sync::SyncError>),
 }
 
-/// Runs one engine for this node.
-pub struct Driver<E: Engine> {
-    engine: E,
+/// Runs the consensus engine of this node.
+pub struct Driver {
+    engine: ConsensusEngine,
     chain: Arc<Chain>,
     pool: Arc<TxPool>,
     network: NetworkHandle,
     node_id: NodeId,
-    timeout_ms: u64,
+    metrics: ConsensusMetrics,
     executed: HashMap<B256, ExecutedProposal>,
     build_request: Option<BuildRequest>,
     building: bool,
@@ -78,29 +84,27 @@ fn validators(chain: &Chain) -> Result<Validators, ChainError> {
     Validators::new(chain.consensus_nodes()?).ok_or(ChainError::MissingHead(0))
 }
 
-impl<E> Driver<E>
-where
-    E: Engine + Send,
-    E::Message: WireMessage,
-{
+impl Driver {
     /// A driver for `engine`, which must start at the height after the chain's head.
     pub fn new(
-        engine: E,
+        engine: ConsensusEngine,
         chain: Arc<Chain>,
         pool: Arc<TxPool>,
         network: NetworkHandle,
         key: &NodeKey,
-        timeout_ms: u64,
+        registry: &Registry,
     ) -> Self {
         let (work_tx, work_rx) = mpsc::unbounded_channel();
         let admitted = Some(pool.subscribe_admitted());
+        let metrics = ConsensusMetrics::register(registry);
+        show_engine(&metrics, &engine);
         Self {
             engine,
             chain,
             pool,
             network,
             node_id: key.node_id(),
-            timeout_ms,
+            metrics,
             executed: HashMap::new(),
             build_request: None,
             building: false,
@@ -139,6 +143,7 @@ where
                 Some(work) = self.work_rx.recv() => self.on_work(work)?,
                 _ = ticker.tick() => {
                     self.engine.tick(now_ms());
+                    self.metrics.round.set(i64::try_from(self.engine.round()).unwrap_or(i64::MAX));
                     self.maybe_build();
                     if !gossip.is_empty() && Instant::now() >= gossip_deadline {
                         self.flush_gossip(&mut gossip);
@@ -190,7 +195,7 @@ where
 
     fn on_network(&mut self, event: NetworkEvent) {
         match event {
-            NetworkEvent::Consensus { from, bytes } => match E::Message::from_wire(&bytes) {
+            NetworkEvent::Consensus { from, bytes } => match ConsensusMessage::from_wire(&bytes) {
                 Ok(message) => {
                     if let Err(e) = self.engine.step(from, message) {
                         let level_bad = e.is_bad_peer();
@@ -322,7 +327,7 @@ where
         }
         let config = self.chain.system_config();
         let ready = self.pool.ready_len() as u64;
-        let idle_ms = config.block_interval_ms.max(self.timeout_ms / 3);
+        let idle_ms = config.block_interval_ms.max(config.consensus_timeout_ms / 3);
         let due_ms = head.timestamp_ms + if ready > 0 { config.block_interval_ms } else { idle_ms };
         if ready < config.max_txs_per_block && now_ms() < due_ms {
             return;
@@ -371,12 +376,33 @@ where
         self.after_commit()
     }
 
-    /// Moves the engine past the new head.
+    /// Moves the engine past the new head, switching engines where the configuration in force
+    /// for the next height says so.
     fn after_commit(&mut self) -> Result<(), ChainError> {
         self.executed.clear();
         self.last_progress = Instant::now();
         let head = self.chain.head()?.number;
-        self.engine.committed(head, validators(&self.chain)?);
+        let config = self.chain.system_config();
+        let previous = self.engine.mode();
+        let switched = self.engine.advance(
+            head,
+            validators(&self.chain)?,
+            config.consensus_mode,
+            config.consensus_timeout_ms,
+            now_ms(),
+        );
+        if switched {
+            tracing::info!(
+                target: "consensus",
+                from = %previous,
+                to = %config.consensus_mode,
+                height = head + 1,
+                timeout_ms = config.consensus_timeout_ms,
+                "consensus engine replaced"
+            );
+            self.metrics.switches.inc();
+            show_engine(&self.metrics, &self.engine);
+        }
         Ok(())
     }
 
@@ -398,6 +424,13 @@ where
             let _ = tx.send(Work::Synced(result));
         });
     }
+}
+
+fn show_engine(metrics: &ConsensusMetrics, engine: &ConsensusEngine) {
+    for mode in [ConsensusMode::Pbft, ConsensusMode::Raft] {
+        metrics.engine.with_label_values(&[mode.as_str()]).set(i64::from(mode == engine.mode()));
+    }
+    metrics.engine_since_height.set(i64::try_from(engine.since_height()).unwrap_or(i64::MAX));
 }
 
 /// Finds the highest peer of this chain and applies the blocks it has beyond this node's head.

@@ -3,16 +3,19 @@
 
 use std::{sync::Arc, time::Duration};
 
-use alloy_primitives::Address;
-use bcos_consensus::{Engine, EngineConfig, Validators, pbft::Pbft, raft::Raft};
+use alloy_consensus::TxEip1559;
+use alloy_primitives::{Address, TxKind, U256};
+use alloy_sol_types::SolCall;
+use bcos_consensus::{EngineConfig, Validators};
 use bcos_sdk::{
     config::{ConsensusMode, Genesis, SystemConfig, TxPoolConfig},
     crypto::{AccountKey, NodeKey},
+    types::system::{ISystemConfig, SYSTEM_CONFIG_ADDRESS},
 };
 use prometheus::Registry;
 use tokio::sync::watch;
 
-use super::driver::{Driver, WireMessage};
+use super::{driver::Driver, switch::ConsensusEngine};
 use crate::{
     chain::{Chain, now_ms},
     metrics::{ChainMetrics, PoolMetrics},
@@ -30,24 +33,26 @@ struct TestNode {
     chain: Arc<Chain>,
     pool: Arc<TxPool>,
     network: NetworkHandle,
+    registry: Registry,
 }
 
-async fn start_chain<E>(
-    n: usize,
-    mode: ConsensusMode,
-    make: fn(EngineConfig) -> E,
-) -> (Vec<TestNode>, watch::Sender<bool>)
-where
-    E: Engine + Send + 'static,
-    E::Message: WireMessage,
-{
+async fn start_chain(n: usize, mode: ConsensusMode) -> (Vec<TestNode>, watch::Sender<bool>) {
+    start_chain_with_admin(n, mode, Address::ZERO).await
+}
+
+async fn start_chain_with_admin(n: usize, mode: ConsensusMode, admin: Address) -> (Vec<TestNode>, watch::Sender<bool>) {
     let keys: Vec<NodeKey> = (0..n).map(|_| NodeKey::generate()).collect();
     let genesis = Genesis {
         chain_id: CHAIN_ID,
         timestamp_ms: 0,
-        system_config: SystemConfig { block_interval_ms: 200, consensus_mode: mode, ..SystemConfig::default() },
+        system_config: SystemConfig {
+            block_interval_ms: 200,
+            consensus_mode: mode,
+            consensus_timeout_ms: TIMEOUT_MS,
+            ..SystemConfig::default()
+        },
         consensus_nodes: keys.iter().map(NodeKey::node_id).collect(),
-        admins: vec![],
+        admins: vec![admin],
         alloc: Default::default(),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -69,7 +74,7 @@ where
         let config = NetworkConfig::new(tcp_multiaddr(([127, 0, 0, 1], 0).into()));
         let (network, events) = Network::start(config, key, &registry).await.expect("network");
         pending.push((key.clone(), events));
-        nodes.push(TestNode { _dir: dir, chain, pool, network });
+        nodes.push(TestNode { _dir: dir, chain, pool, network, registry });
     }
     let addresses: Vec<_> = nodes.iter().map(|n| n.network.listen_addrs().first().cloned()).collect();
     for node in &nodes {
@@ -78,14 +83,18 @@ where
     }
     let validators = Validators::new(genesis.consensus_nodes.clone()).expect("validators");
     for (node, (key, events)) in nodes.iter().zip(pending) {
-        let engine = make(EngineConfig {
-            key: key.clone(),
-            validators: validators.clone(),
-            height: 1,
-            timeout_ms: TIMEOUT_MS,
-            now_ms: now_ms(),
-        });
-        let driver = Driver::new(engine, node.chain.clone(), node.pool.clone(), node.network.clone(), &key, TIMEOUT_MS);
+        let engine = ConsensusEngine::new(
+            mode,
+            EngineConfig {
+                key: key.clone(),
+                validators: validators.clone(),
+                height: 1,
+                timeout_ms: TIMEOUT_MS,
+                now_ms: now_ms(),
+            },
+        );
+        let driver =
+            Driver::new(engine, node.chain.clone(), node.pool.clone(), node.network.clone(), &key, &node.registry);
         let shutdown = shutdown_rx.clone();
         tokio::spawn(async move { driver.run(events, shutdown).await });
     }
@@ -122,14 +131,131 @@ async fn commits_everywhere(nodes: &[TestNode]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_pbft_nodes_commit_the_same_blocks_over_libp2p() {
-    let (nodes, shutdown) = start_chain(4, ConsensusMode::Pbft, Pbft::new).await;
+    let (nodes, shutdown) = start_chain(4, ConsensusMode::Pbft).await;
     commits_everywhere(&nodes).await;
     let _ = shutdown.send(true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_raft_nodes_commit_the_same_blocks_over_libp2p() {
-    let (nodes, shutdown) = start_chain(3, ConsensusMode::Raft, Raft::new).await;
+    let (nodes, shutdown) = start_chain(3, ConsensusMode::Raft).await;
     commits_everywhere(&nodes).await;
+    let _ = shutdown.send(true);
+}
+
+impl TestNode {
+    fn gauge(&self, name: &str, label: Option<(&str, &str)>) -> i64 {
+        let families = self.registry.gather();
+        let family = families.iter().find(|f| f.name() == name).unwrap_or_else(|| panic!("no metric {name}"));
+        let metric = family
+            .get_metric()
+            .iter()
+            .find(|m| label.is_none_or(|(k, v)| m.get_label().iter().any(|l| l.name() == k && l.value() == v)));
+        let metric = metric.unwrap_or_else(|| panic!("no {name} {label:?}"));
+        if family.get_field_type() == prometheus::proto::MetricType::COUNTER {
+            metric.get_counter().get_value() as i64
+        } else {
+            metric.get_gauge().get_value() as i64
+        }
+    }
+
+    /// The running engine's mode and the height it started at.
+    fn engine(&self) -> (ConsensusMode, i64) {
+        let mode = if self.gauge("bcos_consensus_engine", Some(("mode", "raft"))) == 1 {
+            ConsensusMode::Raft
+        } else {
+            ConsensusMode::Pbft
+        };
+        (mode, self.gauge("bcos_consensus_engine_since_height", None))
+    }
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asks every node to switch to `mode` a few blocks ahead, while transfers keep coming, and waits
+/// until every node runs it from that height.
+async fn switch_under_load(nodes: &[TestNode], admin: &AccountKey, admin_nonce: u64, mode: ConsensusMode) -> u64 {
+    let at = nodes[0].chain.store().head_number() + 4;
+    let call = ISystemConfig::setValueByKeyAtCall {
+        key: "consensus_mode".into(),
+        value: mode.as_str().into(),
+        enableNumber: U256::from(at),
+    };
+    let raw = admin.sign_transaction(TxEip1559 {
+        chain_id: CHAIN_ID,
+        nonce: admin_nonce,
+        gas_limit: 200_000,
+        to: TxKind::Call(SYSTEM_CONFIG_ADDRESS),
+        input: call.abi_encode().into(),
+        ..Default::default()
+    });
+    nodes[1].pool.submit(&raw).expect("admitted");
+    until("every node switched", || nodes.iter().all(|n| n.engine().0 == mode)).await;
+    at
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pbft_raft_pbft_switches_keep_every_transaction_and_happen_at_one_height() {
+    let admin = AccountKey::generate();
+    let (nodes, shutdown) = start_chain_with_admin(4, ConsensusMode::Pbft, admin.address()).await;
+    let senders: Vec<AccountKey> = (0..4).map(|_| AccountKey::generate()).collect();
+    let (stop_load, mut load_stopped) = watch::channel(false);
+    let load = {
+        let pools: Vec<_> = nodes.iter().map(|n| n.pool.clone()).collect();
+        let senders = senders.clone();
+        tokio::spawn(async move {
+            let mut sent = 0;
+            while !*load_stopped.borrow_and_update() {
+                for (i, sender) in senders.iter().enumerate() {
+                    let raw = signed_transfer(sender, CHAIN_ID, sent, Address::repeat_byte(7));
+                    pools[i % pools.len()].submit(&raw).expect("admitted");
+                }
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            sent
+        })
+    };
+    let to_raft = switch_under_load(&nodes, &admin, 0, ConsensusMode::Raft).await;
+    for node in &nodes {
+        assert_eq!(node.engine(), (ConsensusMode::Raft, to_raft as i64), "every node switches at {to_raft}");
+    }
+    let to_pbft = switch_under_load(&nodes, &admin, 1, ConsensusMode::Pbft).await;
+    for node in &nodes {
+        assert_eq!(node.engine(), (ConsensusMode::Pbft, to_pbft as i64), "every node switches back at {to_pbft}");
+        assert_eq!(node.gauge("bcos_consensus_switches_total", None), 2);
+    }
+    until("PBFT blocks after the switch back", || nodes.iter().all(|n| n.chain.store().head_number() > to_pbft + 2))
+        .await;
+    let _ = stop_load.send(true);
+    let per_sender = load.await.expect("load sent");
+    until("every transfer committed on every node", || {
+        nodes.iter().all(|n| {
+            senders
+                .iter()
+                .all(|s| n.chain.store().account(&s.address()).expect("read").is_some_and(|a| a.nonce == per_sender))
+        })
+    })
+    .await;
+
+    // Every node holds the same blocks, and each transfer is in exactly one of them.
+    let height = nodes.iter().map(|n| n.chain.store().head_number()).min().expect("nodes");
+    let mut committed = std::collections::HashSet::new();
+    for number in 1..=height {
+        let hashes: Vec<_> =
+            nodes.iter().map(|n| n.chain.store().header(number).expect("read").map(|h| h.hash())).collect();
+        assert!(hashes.windows(2).all(|w| w[0] == w[1]), "fork at {number}: {hashes:?}");
+        for tx in nodes[0].chain.store().transactions(number).expect("read").expect("block body") {
+            let hash = *tx.envelope.tx_hash();
+            assert!(committed.insert(hash), "transaction {hash} committed twice");
+        }
+    }
+    assert_eq!(committed.len() as u64, per_sender * senders.len() as u64 + 2, "transfers and the two switches");
     let _ = shutdown.send(true);
 }

@@ -1,13 +1,17 @@
 //! Block production and agreement.
 //!
-//! This build runs a chain whose consensus node set has exactly one member: [`solo::SoloSealer`]
-//! proposes, executes, signs and commits blocks on its own, on the schedule the system config sets.
-//! Its certificate is a real one-vote quorum certificate, so blocks it commits verify under the
-//! same rule multi-node engines use (a quorum of the consensus node set in force at that height).
+//! A chain whose consensus node set has exactly one member and no peers runs
+//! [`solo::SoloSealer`]: it proposes, executes, signs and commits blocks on its own, on the
+//! schedule the system config sets, with a real one-vote quorum certificate. Every other chain runs
+//! [`driver::Driver`] over libp2p with the [`switch::ConsensusEngine`] the system config names
+//! (PBFT or Raft); [`proposals`] builds and re-executes the blocks both put up for agreement.
+//! Certificates of every kind verify under one rule: a quorum of the consensus node set in force
+//! at that height.
 
 pub mod driver;
 #[cfg(test)]
 mod driver_tests;
 pub mod proposals;
 pub mod solo;
+pub mod switch;
 mod wire;

@@ -5,7 +5,9 @@
 
 mod server;
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 pub use server::{Health, bind, serve};
 
@@ -131,6 +133,37 @@ impl RpcMetrics {
             calls: register(registry, calls),
             errors: register(registry, errors),
             latency: register(registry, latency),
+        }
+    }
+}
+
+/// Consensus engine metrics.
+#[derive(Clone)]
+pub struct ConsensusMetrics {
+    /// 1 for the engine running now, 0 for the other, by mode.
+    pub engine: IntGaugeVec,
+    /// First height the running engine decided.
+    pub engine_since_height: IntGauge,
+    /// Engine switches since the node started.
+    pub switches: IntCounter,
+    /// Round (PBFT view, Raft term) at the height being decided.
+    pub round: IntGauge,
+}
+
+impl ConsensusMetrics {
+    /// Registers the consensus metrics.
+    pub fn register(registry: &Registry) -> Self {
+        let engine = IntGaugeVec::new(Opts::new("bcos_consensus_engine", "The consensus engine running"), &["mode"])
+            .unwrap_or_else(|e| unreachable!("invalid metric: {e}"));
+        Self {
+            engine: register(registry, engine),
+            engine_since_height: gauge(
+                registry,
+                "bcos_consensus_engine_since_height",
+                "First height the running consensus engine decided",
+            ),
+            switches: counter(registry, "bcos_consensus_switches_total", "Consensus engine switches"),
+            round: gauge(registry, "bcos_consensus_round", "Round (PBFT view, Raft term) of the height being decided"),
         }
     }
 }
