@@ -55,9 +55,14 @@ pub struct Commit {
     pub qc: QuorumCertificate,
 }
 
-/// What the engine wants done. The driver must act on every field and then call back:
-/// send `messages`; build the requested block; re-execute every proposal in `check`; persist
-/// `commit` (then call [`Engine::committed`]).
+/// What the engine wants done. The driver must act on every field, in this order:
+///
+/// 1. `persist`, when present: store it durably (fsync), replacing the previously stored bytes,
+///    **before** any message of this `Ready` leaves the node. A vote sent and then forgotten in a
+///    crash is how a restarted node comes to vote twice.
+/// 2. Send `messages`.
+/// 3. Build the requested block; re-execute every proposal in `check`; write the block in
+///    `commit` to the chain (then call [`Engine::committed`]). These may happen in any order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ready<M> {
     /// Messages to send.
@@ -68,18 +73,28 @@ pub struct Ready<M> {
     pub check: Vec<Proposal>,
     /// A block to commit.
     pub commit: Option<Commit>,
+    /// The engine's durable state; when present the driver must store it durably (replacing the
+    /// previous one) BEFORE sending any message of this `Ready`, and hand the last stored bytes to
+    /// [`Engine::restore`] after a restart. Present only when the durable state changed (each
+    /// write costs an fsync); at most [`MAX_DURABLE_BYTES`](crate::MAX_DURABLE_BYTES) long.
+    pub persist: Option<Bytes>,
 }
 
 impl<M> Default for Ready<M> {
     fn default() -> Self {
-        Self { messages: Vec::new(), build: None, check: Vec::new(), commit: None }
+        Self { messages: Vec::new(), build: None, check: Vec::new(), commit: None, persist: None }
     }
 }
 
 impl<M> Ready<M> {
-    /// Whether there is nothing to do.
+    /// Whether there is nothing to do (a `Ready` holding only `persist` is not empty: the driver
+    /// must still write it).
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.build.is_none() && self.check.is_empty() && self.commit.is_none()
+        self.messages.is_empty()
+            && self.build.is_none()
+            && self.check.is_empty()
+            && self.commit.is_none()
+            && self.persist.is_none()
     }
 }
 
@@ -140,6 +155,130 @@ impl StepError {
     }
 }
 
+/// Which engine a durable state belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EngineKind {
+    /// [`Pbft`](crate::pbft::Pbft).
+    Pbft,
+    /// [`Raft`](crate::raft::Raft).
+    Raft,
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Pbft => "PBFT",
+            Self::Raft => "Raft",
+        })
+    }
+}
+
+/// Why [`Engine::restore`] refused a durable state. None of these goes away by retrying, and
+/// starting the engine without its state can make the node vote twice, so the driver should not
+/// start consensus (it may still sync blocks) until an operator looks. [`RestoreError::is_corrupt`]
+/// tells damaged bytes from bytes that are intact but not this engine's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    // The bytes are damaged.
+    /// Over [`MAX_DURABLE_BYTES`](crate::MAX_DURABLE_BYTES): no engine writes that much.
+    #[error("durable state of {len} bytes is over the {max}-byte limit")]
+    TooLarge {
+        /// Input length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Shorter than the two leading bytes (engine tag and format version).
+    #[error("durable state of {0} bytes is truncated")]
+    Truncated(usize),
+    /// The leading byte names no engine.
+    #[error("durable state starts with {0:#04x}, which names no engine")]
+    UnknownEngine(u8),
+    /// The record is not well-formed RLP of the engine's state.
+    #[error("malformed durable state: {0}")]
+    Malformed(alloy_rlp::Error),
+    /// Bytes follow the record.
+    #[error("{0} trailing bytes after the durable state")]
+    TrailingBytes(usize),
+    /// A list is longer than the engine ever writes.
+    #[error("durable state {what}: {got} entries, at most {max}")]
+    TooMany {
+        /// Which list.
+        what: &'static str,
+        /// Its length.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Well-formed, but contradicts itself (or a certificate in it does not verify).
+    #[error("inconsistent durable state: {0}")]
+    Inconsistent(&'static str),
+
+    // Intact bytes that are not this engine's.
+    /// The state of the other engine.
+    #[error("durable state of the {found} engine given to the {expected} engine")]
+    WrongEngine {
+        /// The engine restoring.
+        expected: EngineKind,
+        /// The engine that wrote the bytes.
+        found: EngineKind,
+    },
+    /// A format version this build cannot read (written by a newer one).
+    #[error("{engine} durable state has format version {version}, which this build does not read")]
+    UnsupportedVersion {
+        /// The engine.
+        engine: EngineKind,
+        /// The version found.
+        version: u8,
+    },
+    /// Written by another node (another key).
+    #[error("durable state of node {found}, not of this node {expected}")]
+    OtherNode {
+        /// This node.
+        expected: NodeId,
+        /// The node that wrote it.
+        found: NodeId,
+    },
+    /// State for the engine's height, written under another consensus node set.
+    #[error("durable state for height {height} was written under another node set")]
+    NodeSetMismatch {
+        /// The height.
+        height: u64,
+    },
+    /// State for a height the chain has not reached: blocks the engine saw committed are missing
+    /// from the chain.
+    #[error("durable state is for height {state_height}, but the engine starts at height {chain_height}")]
+    AheadOfChain {
+        /// Height of the state.
+        state_height: u64,
+        /// The engine's configured height.
+        chain_height: u64,
+    },
+
+    // Caller error.
+    /// [`Engine::restore`] was called after another call to the engine.
+    #[error("restore must come right after construction, before any other call")]
+    AlreadyStarted,
+}
+
+impl RestoreError {
+    /// Whether the bytes are damaged (as opposed to intact but not this engine's, or a misuse).
+    pub fn is_corrupt(&self) -> bool {
+        matches!(
+            self,
+            Self::TooLarge { .. }
+                | Self::Truncated(_)
+                | Self::UnknownEngine(_)
+                | Self::Malformed(_)
+                | Self::TrailingBytes(_)
+                | Self::TooMany { .. }
+                | Self::Inconsistent(_)
+        )
+    }
+}
+
 /// What an engine starts from.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -158,11 +297,21 @@ pub struct EngineConfig {
 
 /// A consensus engine: a deterministic state machine.
 ///
-/// Ordering contract: after any call the driver takes [`Engine::ready`] and acts on it. An engine
-/// never commits two blocks at one height, whatever messages it receives.
+/// Ordering contract: the driver constructs the engine, calls [`Engine::restore`] with the last
+/// [`Ready::persist`] it stored (if any), and from then on, after any call, takes
+/// [`Engine::ready`] and acts on it in the order [`Ready`] documents (durable state first). An
+/// engine never commits two blocks at one height, whatever messages it receives; across restarts
+/// this holds as long as the driver stores `persist` before sending and restores it.
 pub trait Engine {
     /// The engine's wire message (RLP-encodable, decoded with bounds by the network).
     type Message;
+
+    /// Restores the durable state a previous run of this node handed out in [`Ready::persist`].
+    /// Call it once, right after construction and before any other call, with the bytes last
+    /// stored (not at all when nothing was ever stored). State for a height below the configured
+    /// one is obsolete (the chain committed that height) and ignored, except what is not tied to
+    /// a height (Raft's term and vote). On error the engine is left as constructed.
+    fn restore(&mut self, durable: &[u8]) -> Result<(), RestoreError>;
 
     /// Advances the engine's clock to `now_ms` (monotonic), firing timeouts that are due.
     fn tick(&mut self, now_ms: u64);

@@ -1,9 +1,13 @@
 //! A simulated network for testing engines without sockets: seeded, so every run of a test sees
-//! the same interleaving, with links that can be cut and nodes that can be stopped.
+//! the same interleaving, with links that can be cut, nodes that can be stopped, and nodes that
+//! can be restarted from their durable state.
 //!
 //! The simulated driver stands in for the node: it "executes" blocks with a deterministic fake
 //! (the header commits to the parent, the height and the transactions), checks proposals by
 //! recomputing that header, verifies each commit's certificate, and keeps one chain per node.
+//! It stores each [`Ready::persist`](crate::Ready::persist) before queueing the messages of the
+//! same `Ready`, as a real driver must, and [`Network::restart`] builds a node's engine afresh
+//! from its chain and that state.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -11,7 +15,7 @@ use alloy_primitives::{B256, Bloom, Bytes, keccak256};
 use bcos_sdk::{crypto::NodeKey, types::BlockHeader};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
-use crate::{Commit, Engine, EngineConfig, NodeId, Proposal, Target, Validators};
+use crate::{Commit, Engine, EngineConfig, NodeId, Proposal, RestoreError, Target, Validators};
 
 /// One simulated node: its engine and the chain it committed.
 pub struct SimNode<E> {
@@ -19,6 +23,8 @@ pub struct SimNode<E> {
     pub engine: E,
     /// Its node id.
     pub id: NodeId,
+    /// Its key.
+    pub key: NodeKey,
     /// Committed blocks, from height 1.
     pub chain: Vec<Commit>,
     /// Stopped nodes neither send nor receive nor tick.
@@ -26,6 +32,10 @@ pub struct SimNode<E> {
     /// When set, proposals this node builds carry these transactions instead of the default ones
     /// (to model a leader that proposes something else).
     pub proposal_override: Option<Vec<Bytes>>,
+    /// The last durable state the engine handed out, as the node's disk holds it.
+    pub durable: Option<Bytes>,
+    /// How many times the node was restarted.
+    pub restarts: u32,
 }
 
 /// The fake execution result: what a correct node computes for `transactions` on top of `parent`.
@@ -64,6 +74,22 @@ pub fn genesis() -> BlockHeader {
     }
 }
 
+/// A message a node sent, as recorded by [`Network::record_messages`].
+#[derive(Debug, Clone)]
+pub struct Sent<M> {
+    /// Index of the sender.
+    pub from: usize,
+    /// How many times the sender had been restarted when it sent the message.
+    pub incarnation: u32,
+    /// Where it went.
+    pub target: Target,
+    /// The message.
+    pub message: M,
+}
+
+/// Builds a node's engine from its configuration.
+type MakeEngine<E> = Box<dyn Fn(EngineConfig) -> E>;
+
 /// A message in flight.
 struct Envelope<M> {
     from: usize,
@@ -85,6 +111,10 @@ pub struct Network<E: Engine> {
     quorum: usize,
     /// Messages delivered so far.
     pub delivered: u64,
+    /// Every message sent, once [`Network::record_messages`] was called.
+    pub sent: Option<Vec<Sent<E::Message>>>,
+    make: MakeEngine<E>,
+    timeout_ms: u64,
 }
 
 impl<E: Engine> Network<E>
@@ -98,7 +128,7 @@ where
         seed: u64,
         timeout_ms: u64,
         quorum_of: impl Fn(&Validators) -> usize,
-        make: impl Fn(EngineConfig) -> E,
+        make: impl Fn(EngineConfig) -> E + 'static,
     ) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
         let keys: Vec<NodeKey> = (0..n).map(|_| NodeKey::from_secret(rng.r#gen())).collect();
@@ -107,8 +137,18 @@ where
             .into_iter()
             .map(|key| {
                 let id = key.node_id();
-                let config = EngineConfig { key, validators: validators.clone(), height: 1, timeout_ms, now_ms: 0 };
-                SimNode { engine: make(config), id, chain: Vec::new(), stopped: false, proposal_override: None }
+                let config =
+                    EngineConfig { key: key.clone(), validators: validators.clone(), height: 1, timeout_ms, now_ms: 0 };
+                SimNode {
+                    engine: make(config),
+                    id,
+                    key,
+                    chain: Vec::new(),
+                    stopped: false,
+                    proposal_override: None,
+                    durable: None,
+                    restarts: 0,
+                }
             })
             .collect();
         let quorum = quorum_of(&validators);
@@ -121,6 +161,9 @@ where
             rng,
             quorum,
             delivered: 0,
+            sent: None,
+            make: Box::new(make),
+            timeout_ms,
         };
         for i in 0..n {
             network.process(i);
@@ -153,10 +196,57 @@ where
         self.nodes[i].stopped = true;
     }
 
-    /// Restarts a stopped node with its engine state intact (as after a restart from storage).
+    /// Lets a stopped node run again with its engine state intact, as after a network outage
+    /// (see [`Network::restart`] for a crash).
     pub fn resume(&mut self, i: usize) {
         self.nodes[i].stopped = false;
         self.process(i);
+    }
+
+    /// Crashes node `i` and starts it again, as a node process restarting: messages in flight to
+    /// it are lost (those it sent are not), and a fresh engine with the same configuration at its
+    /// chain's next height is restored from the last durable state it handed out, then runs. If
+    /// the engine refuses the state, the node is left as it was.
+    pub fn restart(&mut self, i: usize) -> Result<(), RestoreError> {
+        let mut engine = self.fresh_engine(i);
+        if let Some(durable) = &self.nodes[i].durable {
+            engine.restore(durable)?;
+        }
+        self.replace_engine(i, engine);
+        Ok(())
+    }
+
+    /// Like [`Network::restart`], but the node's durable state is lost: what the engines'
+    /// persistence is there to prevent (for contrast in tests).
+    pub fn restart_without_state(&mut self, i: usize) {
+        self.nodes[i].durable = None;
+        let engine = self.fresh_engine(i);
+        self.replace_engine(i, engine);
+    }
+
+    fn fresh_engine(&self, i: usize) -> E {
+        let node = &self.nodes[i];
+        (self.make)(EngineConfig {
+            key: node.key.clone(),
+            validators: self.validators.clone(),
+            height: node.chain.len() as u64 + 1,
+            timeout_ms: self.timeout_ms,
+            now_ms: self.now_ms,
+        })
+    }
+
+    fn replace_engine(&mut self, i: usize, engine: E) {
+        self.in_flight.retain(|envelope| envelope.to != i);
+        let node = &mut self.nodes[i];
+        node.engine = engine;
+        node.restarts += 1;
+        node.stopped = false;
+        self.process(i);
+    }
+
+    /// Starts recording every message sent from now on in [`Network::sent`].
+    pub fn record_messages(&mut self) {
+        self.sent.get_or_insert_with(Vec::new);
     }
 
     /// Feeds a message to node `to` as if `from` had sent it (to model byzantine senders).
@@ -266,6 +356,19 @@ where
             if ready.is_empty() {
                 return;
             }
+            // Durable state first: nothing of this Ready leaves before it is stored.
+            if let Some(durable) = ready.persist {
+                self.nodes[i].durable = Some(durable);
+            }
+            if let Some(log) = &mut self.sent {
+                let incarnation = self.nodes[i].restarts;
+                log.extend(ready.messages.iter().map(|(target, message)| Sent {
+                    from: i,
+                    incarnation,
+                    target: *target,
+                    message: message.clone(),
+                }));
+            }
             for (target, message) in ready.messages {
                 match target {
                     Target::All => {
@@ -284,8 +387,15 @@ where
             if let Some(request) = ready.build
                 && request.height == parent.number + 1
             {
+                // A restarted node's pool holds other transactions: it builds another block for
+                // the same round, as a real node would.
+                let restarts = self.nodes[i].restarts;
                 let transactions = self.nodes[i].proposal_override.clone().unwrap_or_else(|| {
-                    vec![Bytes::from(format!("tx h{} r{}", request.height, request.round).into_bytes())]
+                    let tx = match restarts {
+                        0 => format!("tx h{} r{}", request.height, request.round),
+                        n => format!("tx h{} r{} after restart {n}", request.height, request.round),
+                    };
+                    vec![Bytes::from(tx.into_bytes())]
                 });
                 let header = fake_header(&parent, self.nodes[i].id, &transactions);
                 self.nodes[i].engine.proposal_built(Proposal { header, transactions });

@@ -56,6 +56,32 @@
 //! gave its header): the header hash the votes sign does not by itself prove the transactions
 //! that came with it.
 //!
+//! # Durable state
+//!
+//! The argument above assumes an honest node never forgets what it signed; a crash must not
+//! change that. So [`Ready::persist`] carries, for the height being decided:
+//!
+//! - the **view** the node is in: it never votes in a view below it, which is what lets its view
+//!   changes speak for everything it prepared;
+//! - what it **signed in that view**: the block (its own proposal as the view's leader, or the
+//!   pre-prepare it accepted) and whether it sent its prepare and its commit vote for it;
+//! - its highest **prepared certificate**, which its view changes carry, and the blocks these
+//!   name, so it can still decide the block and hand it to the next leader.
+//!
+//! Votes of earlier views need no record: the node never votes in them again, and its certificate
+//! speaks for what it prepared there. A write goes out exactly when one of these changes: on
+//! entering a view, on proposing, on sending a prepare vote, and on sending a commit vote (which
+//! comes with a new certificate). Nothing is written at view 0 of a new height until the node
+//! signs something (a restart gives that state anyway: the stored state of the previous height is
+//! obsolete and ignored), nor by a node outside the node set, which signs nothing.
+//!
+//! [`Engine::restore`] puts the node back in its view with its certificate and blocks, bound to
+//! what it signed: another pre-prepare of that view gets no vote ([`StepError::Equivocation`]),
+//! a leader does not build a second block for a view it proposed in, and its next view change
+//! carries the certificate. It sends its view-0 pre-prepare and its votes of the view again: the
+//! same statements, which may not have left before the crash. Restarts therefore do not count
+//! against the f faults the argument tolerates.
+//!
 //! # Liveness aids
 //!
 //! A node that sees view changes to higher views from f + 1 nodes (so from at least one honest
@@ -68,6 +94,7 @@
 //! node set follows the votes and commits blocks with their certificates, but never votes or times
 //! out.
 
+mod durable;
 mod messages;
 #[cfg(test)]
 mod sim_tests;
@@ -88,7 +115,9 @@ pub use messages::{
     PreparedCertificate, ViewChange,
 };
 
-use crate::{BuildRequest, Commit, Engine, EngineConfig, NodeId, Proposal, Ready, StepError, Target, Validators};
+use crate::{
+    BuildRequest, Commit, Engine, EngineConfig, NodeId, Proposal, Ready, RestoreError, StepError, Target, Validators,
+};
 
 /// Heights ahead of the current one whose messages are buffered rather than dropped.
 pub const FUTURE_HEIGHTS: u64 = 2;
@@ -206,12 +235,23 @@ pub struct Pbft {
     /// Messages for heights after the current one, with their senders, in arrival order.
     buffered: Vec<(NodeId, PbftMessage)>,
     ready: Ready<PbftMessage>,
+    /// The durable state last handed out in [`Ready::persist`] (or restored); `None` before the
+    /// first write.
+    persisted: Option<durable::Durable>,
+    /// A call other than [`Engine::restore`] happened.
+    started: bool,
 }
 
 impl Pbft {
     /// An engine deciding `config.height`, in view 0, with its view timer starting at
     /// `config.now_ms`. If it leads view 0 its first [`Ready`] asks for a block.
     pub fn new(config: EngineConfig) -> Self {
+        Self::start(config, None)
+    }
+
+    /// An engine deciding `config.height`: in view 0 with fresh state, or where `restored` left
+    /// off.
+    fn start(config: EngineConfig, restored: Option<durable::Restored>) -> Self {
         let id = config.key.node_id();
         let mut pbft = Self {
             key: config.key,
@@ -226,9 +266,104 @@ impl Pbft {
             view_state: ViewState::default(),
             buffered: Vec::new(),
             ready: Ready::default(),
+            persisted: None,
+            started: false,
         };
-        pbft.start_height();
+        match restored {
+            None => pbft.start_height(),
+            Some(restored) => pbft.resume(restored),
+        }
         pbft
+    }
+
+    /// The configuration this engine would be built with now.
+    fn config(&self) -> EngineConfig {
+        EngineConfig {
+            key: self.key.clone(),
+            validators: self.validators.clone(),
+            height: self.height,
+            timeout_ms: self.base_timeout_ms,
+            now_ms: self.now_ms,
+        }
+    }
+
+    /// The state that must survive a restart, as it is now; `None` while there is nothing to keep
+    /// (view 0, nothing signed, nothing prepared: what a restart gives anyway) and for a node
+    /// outside the node set, which signs nothing.
+    fn durable(&self) -> Option<durable::Durable> {
+        if !self.is_member() {
+            return None;
+        }
+        let proposer = self.leader(self.view) == self.id;
+        let own = self.view_state.accepted.filter(|_| proposer || self.view_state.prepare_sent).map(|hash| {
+            durable::OwnVotes { hash, prepare: self.view_state.prepare_sent, commit: self.view_state.commit_sent }
+        });
+        let prepared = self.round.prepared.as_ref().map(|c| (c.view, c.hash));
+        if self.view == 0 && own.is_none() && prepared.is_none() {
+            return None;
+        }
+        Some(durable::Durable { height: self.height, view: self.view, own, prepared })
+    }
+
+    /// Picks up the height where a previous run left it: in its view, bound to what it signed
+    /// there, with its prepared certificate. Sends again what it signed in the view (the same
+    /// statements: it may have crashed before they left), and asks for a block only if it leads
+    /// view 0 and has not proposed yet.
+    fn resume(&mut self, restored: durable::Restored) {
+        let durable::Restored { view, own, prepared, blocks } = restored;
+        self.round = HeightState::default();
+        self.view = view;
+        self.view_started_ms = self.now_ms;
+        self.view_state = ViewState::default();
+        for proposal in blocks {
+            let hash = proposal.hash();
+            // The node signed a prepare for each, so each was valid; except a leader's own
+            // re-proposal it had not checked yet.
+            let voted =
+                prepared.as_ref().is_some_and(|c| c.hash == hash) || own.is_some_and(|o| o.hash == hash && o.prepare);
+            let check = if voted { Check::Valid } else { Check::Unchecked };
+            self.round.candidates.insert(hash, Candidate { proposal, check });
+        }
+        self.round.prepared = prepared;
+        let proposer = self.leader(view) == self.id;
+        match own {
+            Some(own) => {
+                let hash = own.hash;
+                self.view_state.accepted = Some(hash);
+                // A leader proposes once per view: never ask for a second block.
+                self.view_state.build_requested = proposer;
+                if proposer
+                    && view == 0
+                    && let Some(candidate) = self.round.candidates.get(&hash)
+                {
+                    let pre_prepare = PrePrepare::new(&self.key, self.height, 0, candidate.proposal.clone());
+                    self.broadcast(PbftMessage::PrePrepare(pre_prepare));
+                }
+                if own.prepare {
+                    let prepare = Prepare::new(&self.key, self.height, view, hash);
+                    let signed = Signed { hash, signature: prepare.signature.clone() };
+                    self.round.prepares.entry(view).or_default().insert(self.id, signed);
+                    self.view_state.prepare_sent = true;
+                    self.broadcast(PbftMessage::Prepare(prepare));
+                } else {
+                    self.request_check(hash);
+                }
+                if own.commit {
+                    let commit = CommitVote::new(&self.key, self.height, view, hash);
+                    let signed = Signed { hash, signature: commit.signature.clone() };
+                    self.round.commits.entry(view).or_default().insert(self.id, signed);
+                    self.view_state.commit_sent = true;
+                    self.broadcast(PbftMessage::Commit(commit));
+                }
+            }
+            None if view == 0 && proposer => {
+                self.view_state.build_requested = true;
+                self.ready.build = Some(BuildRequest { height: self.height, round: 0 });
+            }
+            None => {}
+        }
+        self.persisted = self.durable();
+        self.progress();
     }
 
     /// This node's id.
@@ -809,10 +944,32 @@ fn proof_error(from: NodeId, error: ProofError) -> StepError {
 impl Engine for Pbft {
     type Message = PbftMessage;
 
+    /// Restores the view, votes and prepared certificate stored at the configured height;
+    /// ignores a state for a lower height.
+    fn restore(&mut self, durable: &[u8]) -> Result<(), RestoreError> {
+        if self.started {
+            return Err(RestoreError::AlreadyStarted);
+        }
+        let Some(restored) = durable::decode(durable, self.id, self.height, &self.validators)? else {
+            tracing::debug!(target: "consensus", height = self.height, "pbft: stored state is for a lower height");
+            return Ok(());
+        };
+        tracing::info!(
+            target: "consensus",
+            height = self.height,
+            view = restored.view,
+            prepared = restored.prepared.as_ref().map(|c| c.view),
+            "pbft: restored durable state"
+        );
+        *self = Self::start(self.config(), Some(restored));
+        Ok(())
+    }
+
     /// Fires the view timeout: if the view has not decided by [`Pbft::view_deadline_ms`], the
     /// node moves to the next view with a view change. A node outside the node set has no say,
     /// so it never times out; it follows new-views and view changes.
     fn tick(&mut self, now_ms: u64) {
+        self.started = true;
         self.now_ms = self.now_ms.max(now_ms);
         if self.is_member() && !self.round.decided && self.now_ms >= self.view_deadline_ms() {
             self.start_view_change(self.view.saturating_add(1));
@@ -821,6 +978,7 @@ impl Engine for Pbft {
     }
 
     fn step(&mut self, from: NodeId, message: PbftMessage) -> Result<(), StepError> {
+        self.started = true;
         let result = self.handle(from, message);
         self.progress();
         result
@@ -829,6 +987,7 @@ impl Engine for Pbft {
     /// Proposes the block the driver built for the current view (a late block for an earlier view
     /// or height is dropped).
     fn proposal_built(&mut self, proposal: Proposal) {
+        self.started = true;
         let stale = !self.view_state.build_requested
             || self.view_state.accepted.is_some()
             || self.round.decided
@@ -853,6 +1012,7 @@ impl Engine for Pbft {
     }
 
     fn proposal_checked(&mut self, hash: B256, valid: bool) {
+        self.started = true;
         if let Some(candidate) = self.round.candidates.get_mut(&hash)
             && candidate.check == Check::Pending
         {
@@ -865,6 +1025,7 @@ impl Engine for Pbft {
     /// sync brought it; replays buffered messages for the new height. Ignored for heights
     /// already past.
     fn committed(&mut self, height: u64, validators: Validators) {
+        self.started = true;
         if height < self.height {
             return;
         }
@@ -885,8 +1046,18 @@ impl Engine for Pbft {
         self.progress();
     }
 
+    /// Takes what is queued; adds the durable state when the view, this node's votes or its
+    /// prepared certificate changed since it was last handed out.
     fn ready(&mut self) -> Ready<PbftMessage> {
-        std::mem::take(&mut self.ready)
+        self.started = true;
+        let mut ready = std::mem::take(&mut self.ready);
+        if let Some(now) = self.durable()
+            && self.persisted.as_ref() != Some(&now)
+        {
+            ready.persist = Some(durable::encode(self, &now));
+            self.persisted = Some(now);
+        }
+        ready
     }
 
     fn height(&self) -> u64 {

@@ -4,14 +4,14 @@
 //! the node misbehave. The simulated driver verifies every commit's certificate and parent, and
 //! `assert_no_fork` compares the chains.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::{B256, Bytes};
 use bcos_sdk::{crypto::NodeKey, types::BlockHeader};
 
 use crate::{
-    Engine, EngineConfig, NodeId, Proposal, Ready, StepError, Target, Validators,
-    pbft::{CommitVote, NewView, Pbft, PbftMessage, PrePrepare, Prepare},
+    Engine, EngineConfig, NodeId, Proposal, Ready, RestoreError, StepError, Target, Validators,
+    pbft::{CommitVote, NewView, Pbft, PbftMessage, PrePrepare, Prepare, ViewChange},
     sim::{Network, fake_header, genesis},
 };
 
@@ -145,6 +145,10 @@ impl TestNode {
 
 impl Engine for TestNode {
     type Message = PbftMessage;
+
+    fn restore(&mut self, durable: &[u8]) -> Result<(), RestoreError> {
+        self.inner.restore(durable)
+    }
 
     fn tick(&mut self, now_ms: u64) {
         self.inner.tick(now_ms);
@@ -450,4 +454,120 @@ fn forged_votes_are_refused_and_change_nothing() {
         // Certificates hold only real signatures: the simulated driver verified each one.
         assert!(net.nodes.iter().all(|n| n.chain.iter().all(|c| c.qc.votes.len() == 3)));
     }
+}
+
+/// What a message commits its sender to, keyed by `(kind, height, view)`: the block a
+/// pre-prepare (or a new-view's pre-prepare), prepare or commit vote is for, and the signed
+/// statement of a view change.
+fn statement(message: &PbftMessage) -> (&'static str, u64, u64, B256) {
+    match message {
+        PbftMessage::PrePrepare(m) => ("proposal", m.height, m.view, m.proposal.hash()),
+        PbftMessage::NewView(m) => ("proposal", m.height, m.view, m.pre_prepare.proposal.hash()),
+        PbftMessage::Prepare(m) => ("prepare", m.height, m.view, m.hash),
+        PbftMessage::Commit(m) => ("commit", m.height, m.view, m.hash),
+        PbftMessage::ViewChange { view_change: vc, .. } => (
+            "view change",
+            vc.height,
+            vc.new_view,
+            ViewChange::signing_message(vc.height, vc.new_view, vc.prepared.as_ref()),
+        ),
+    }
+}
+
+/// Panics if a node ever signed two different statements of one kind for one height and view
+/// (before and after a restart, or otherwise); returns how many statements a node made in more
+/// than one incarnation (sent again after a restart).
+fn assert_no_conflicting_statements(net: &Network<TestNode>) -> usize {
+    let mut made: BTreeMap<(usize, &'static str, u64, u64), (B256, u32)> = BTreeMap::new();
+    let mut repeated = BTreeSet::new();
+    for sent in net.sent.as_deref().unwrap_or_default() {
+        let (kind, height, view, hash) = statement(&sent.message);
+        let key = (sent.from, kind, height, view);
+        match made.get(&key) {
+            Some(&(held, incarnation)) => {
+                assert_eq!(held, hash, "node {} signed two {kind}s for height {height} view {view}", sent.from);
+                if incarnation != sent.incarnation {
+                    repeated.insert(key);
+                }
+            }
+            None => {
+                made.insert(key, (hash, sent.incarnation));
+            }
+        }
+    }
+    repeated.len()
+}
+
+/// Delivers one message, or when none is in flight lets time pass and syncs lagging nodes (the
+/// node's sync module runs whenever peers are ahead).
+fn step_or_wait(net: &mut Network<TestNode>) {
+    if net.deliver_one() {
+        return;
+    }
+    net.advance(STEP_MS);
+    let longest = net.heights().into_iter().max().unwrap_or(0);
+    for i in 0..net.nodes.len() {
+        if !net.nodes[i].stopped && net.heights()[i] < longest {
+            net.sync(i);
+        }
+    }
+}
+
+/// Runs until some running node satisfies `pick`; returns it.
+fn run_until_node(net: &mut Network<TestNode>, pick: impl Fn(&Network<TestNode>, usize) -> bool) -> usize {
+    for _ in 0..100_000 {
+        if let Some(i) = (0..net.nodes.len()).find(|&i| !net.nodes[i].stopped && pick(net, i)) {
+            return i;
+        }
+        step_or_wait(net);
+    }
+    panic!("no node to restart; heights {:?}", net.heights())
+}
+
+#[test]
+fn restarting_nodes_again_and_again_never_forks_nor_contradicts_a_vote() {
+    use rand::{Rng, SeedableRng, rngs::SmallRng};
+    const RESTARTS: u32 = 18;
+    let mut resent = 0;
+    for seed in 0..4 {
+        let mut net = network(4, seed);
+        net.record_messages();
+        let mut rng = SmallRng::seed_from_u64(seed);
+        for round in 0..RESTARTS {
+            let restart = match round % 3 {
+                // The leader of a view, right after it proposed.
+                0 => run_until_node(&mut net, |net, i| {
+                    let pbft = &net.nodes[i].engine.inner;
+                    pbft.leader(pbft.view) == pbft.id && pbft.view_state.accepted.is_some() && !pbft.round.decided
+                }),
+                // A node that has just sent its commit vote and not decided yet.
+                1 => run_until_node(&mut net, |net, i| {
+                    let pbft = &net.nodes[i].engine.inner;
+                    pbft.view_state.commit_sent && !pbft.round.decided
+                }),
+                // Any node at any moment, down for a while (the others go on without it).
+                _ => {
+                    let i = rng.gen_range(0..4);
+                    net.stop(i);
+                    for _ in 0..rng.gen_range(0..150) {
+                        step_or_wait(&mut net);
+                    }
+                    i
+                }
+            };
+            net.restart(restart).unwrap_or_else(|e| panic!("seed {seed}: node {restart} does not restore: {e}"));
+            for _ in 0..rng.gen_range(0..80) {
+                step_or_wait(&mut net);
+            }
+            net.assert_no_fork();
+        }
+        assert_eq!(net.nodes.iter().map(|n| n.restarts).sum::<u32>(), RESTARTS);
+        let target = net.heights().into_iter().max().unwrap_or(0) + 3;
+        run_with_sync(&mut net, 120_000, all_at_least(target)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        net.assert_no_fork();
+        assert!(target >= 12, "seed {seed}: the chain kept committing through the restarts: {target}");
+        resent += assert_no_conflicting_statements(&net);
+    }
+    // Restarted nodes sent their votes again; always the same ones.
+    assert!(resent >= 20, "statements repeated after a restart: {resent}");
 }

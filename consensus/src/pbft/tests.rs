@@ -718,3 +718,267 @@ fn optional_fields_hold_at_most_one_item_and_lists_are_capped() {
         Err(DecodeError::TooMany { what: "prepared certificate votes", got: MAX_NODES + 1, max: MAX_NODES })
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Durable state.
+
+impl Fixture {
+    fn engine_at(&self, i: usize, height: u64) -> Pbft {
+        Pbft::new(EngineConfig {
+            key: self.keys[i].clone(),
+            validators: self.validators.clone(),
+            height,
+            timeout_ms: TIMEOUT_MS,
+            now_ms: 0,
+        })
+    }
+
+    /// Node `i` after a restart at height 1 from `stored`.
+    fn restarted(&self, i: usize, stored: &[u8]) -> Pbft {
+        let mut engine = self.engine(i);
+        engine.restore(stored).expect("restores");
+        engine
+    }
+}
+
+/// Node 0 prepared `proposal` in view 0 and voted commit; returns the engine and what it stored.
+fn committed_vote(f: &Fixture, proposal: &Proposal) -> (Pbft, Bytes) {
+    let mut engine = f.engine(0);
+    let hash = proposal.hash();
+    engine.step(f.id(1), f.pre_prepare(1, 1, 0, proposal)).expect("pre-prepare");
+    engine.proposal_checked(hash, true);
+    engine.step(f.id(1), f.prepare(1, 1, 0, hash)).expect("prepare");
+    engine.step(f.id(2), f.prepare(2, 1, 0, hash)).expect("prepare");
+    let ready = engine.ready();
+    assert!(broadcasts(&ready).contains(&f.commit(0, 1, 0, hash)));
+    (engine, ready.persist.expect("stored"))
+}
+
+#[test]
+fn persist_comes_exactly_when_view_votes_or_certificate_change() {
+    let f = Fixture::new(4);
+    let proposal = block(1, 1);
+    let hash = proposal.hash();
+    let mut engine = f.engine(0);
+    assert_eq!(engine.ready().persist, None, "nothing signed yet");
+    engine.step(f.id(1), f.pre_prepare(1, 1, 0, &proposal)).expect("pre-prepare");
+    let ready = engine.ready();
+    assert_eq!((ready.check.len(), ready.persist), (1, None), "accepting a block signs nothing");
+    engine.tick(TIMEOUT_MS / 2);
+    assert!(engine.ready().is_empty(), "a tick that fires nothing writes nothing");
+
+    engine.proposal_checked(hash, true);
+    let ready = engine.ready();
+    assert_eq!(broadcasts(&ready), vec![f.prepare(0, 1, 0, hash)]);
+    let prepared_vote = ready.persist.expect("the prepare vote is stored with it");
+    engine.step(f.id(1), f.prepare(1, 1, 0, hash)).expect("prepare");
+    assert!(engine.ready().is_empty(), "others' votes are not this node's state");
+    engine.step(f.id(2), f.prepare(2, 1, 0, hash)).expect("prepare");
+    let ready = engine.ready();
+    assert_eq!(broadcasts(&ready), vec![f.commit(0, 1, 0, hash)]);
+    let commit_vote = ready.persist.expect("the commit vote and certificate are stored");
+    assert_ne!(commit_vote, prepared_vote);
+    engine.step(f.id(1), f.commit(1, 1, 0, hash)).expect("commit");
+    engine.step(f.id(1), f.prepare(1, 1, 0, hash)).expect("a repeat");
+    engine.tick(TIMEOUT_MS - 1);
+    assert!(engine.ready().is_empty());
+
+    engine.tick(TIMEOUT_MS);
+    let ready = engine.ready();
+    assert!(matches!(broadcasts(&ready)[..], [PbftMessage::ViewChange { .. }]));
+    assert!(ready.persist.is_some(), "a new view is stored");
+    // Deciding, committing and starting the next height write nothing.
+    engine.step(f.id(3), f.commit(3, 1, 0, hash)).expect("commit");
+    let ready = engine.ready();
+    assert!(ready.commit.is_some());
+    assert_eq!(ready.persist, None);
+    engine.committed(1, f.validators.clone());
+    assert!(engine.ready().is_empty());
+}
+
+#[test]
+fn a_restored_replica_never_votes_for_a_second_block_in_its_view() {
+    let f = Fixture::new(4);
+    let (x, y) = (block(1, 1), block(1, 2));
+    let mut engine = f.engine(0);
+    engine.step(f.id(1), f.pre_prepare(1, 1, 0, &x)).expect("pre-prepare");
+    engine.proposal_checked(x.hash(), true);
+    let stored = engine.ready().persist.expect("prepare stored");
+
+    let mut node = f.restarted(0, &stored);
+    let ready = node.ready();
+    assert_eq!(broadcasts(&ready), vec![f.prepare(0, 1, 0, x.hash())], "the same vote, sent again");
+    assert_eq!((ready.persist, ready.check.len()), (None, 0));
+    // The Byzantine leader offers another block for view 0: refused, and never voted for.
+    assert_eq!(
+        node.step(f.id(1), f.pre_prepare(1, 1, 0, &y)),
+        Err(StepError::Equivocation { from: f.id(1), height: 1, round: 0 })
+    );
+    node.proposal_checked(y.hash(), true);
+    node.step(f.id(1), f.prepare(1, 1, 0, y.hash())).expect("prepare");
+    node.step(f.id(2), f.prepare(2, 1, 0, y.hash())).expect("prepare");
+    assert!(node.ready().is_empty(), "no vote of any kind for the second block");
+
+    // Without its state the restarted node would have voted for both blocks in view 0.
+    let mut amnesiac = f.engine(0);
+    amnesiac.step(f.id(1), f.pre_prepare(1, 1, 0, &y)).expect("pre-prepare");
+    amnesiac.proposal_checked(y.hash(), true);
+    assert_eq!(broadcasts(&amnesiac.ready()), vec![f.prepare(0, 1, 0, y.hash())]);
+}
+
+#[test]
+fn a_restored_node_keeps_its_certificate_for_view_changes_and_still_decides() {
+    let f = Fixture::new(4);
+    let x = block(1, 1);
+    let hash = x.hash();
+    let (mut before, stored) = committed_vote(&f, &x);
+    let mut node = f.restarted(0, &stored);
+    assert_eq!(durable::encode(&node, &node.durable().expect("state")), stored, "restored exactly");
+    let ready = node.ready();
+    assert_eq!(broadcasts(&ready), vec![f.prepare(0, 1, 0, hash), f.commit(0, 1, 0, hash)]);
+    assert_eq!(ready.persist, None);
+
+    // Its next view change carries the certificate and the block, like the one it would have
+    // sent without the restart.
+    before.tick(TIMEOUT_MS);
+    node.tick(TIMEOUT_MS);
+    let expected = broadcasts(&before.ready());
+    let ready = node.ready();
+    assert_eq!(broadcasts(&ready), expected);
+    let [PbftMessage::ViewChange { view_change, proposal: Some(carried) }] = &expected[..] else {
+        panic!("expected a view change with a block: {expected:?}")
+    };
+    assert_eq!((view_change.prepared.as_ref().map(|c| (c.view, c.hash)), carried), (Some((0, hash)), &x));
+    assert!(ready.persist.is_some());
+    // The commit votes of view 0 still decide the block, which it still holds.
+    node.step(f.id(1), f.commit(1, 1, 0, hash)).expect("commit");
+    node.step(f.id(3), f.commit(3, 1, 0, hash)).expect("commit");
+    let commit = node.ready().commit.expect("decided");
+    assert_eq!(commit.proposal, x);
+    f.validators.verify_qc(commit.qc, hash, 3).expect("with its own vote in the certificate");
+}
+
+#[test]
+fn a_restored_leader_does_not_build_a_second_block_for_its_view() {
+    let f = Fixture::new(4);
+    let (x, y) = (block(1, 1), block(1, 2));
+    // Node 1 leads height 1, view 0.
+    let mut leader = f.engine(1);
+    assert_eq!(leader.ready().build, Some(BuildRequest { height: 1, round: 0 }));
+    leader.proposal_built(x.clone());
+    let ready = leader.ready();
+    assert_eq!(broadcasts(&ready), vec![f.pre_prepare(1, 1, 0, &x), f.prepare(1, 1, 0, x.hash())]);
+    let stored = ready.persist.expect("proposal and vote stored");
+
+    let mut node = f.restarted(1, &stored);
+    let ready = node.ready();
+    assert_eq!(ready.build, None);
+    assert_eq!(broadcasts(&ready), vec![f.pre_prepare(1, 1, 0, &x), f.prepare(1, 1, 0, x.hash())]);
+    node.proposal_built(y);
+    assert!(node.ready().is_empty(), "a late block is not proposed");
+    // Without its state it would ask for, and propose, another block in view 0.
+    assert!(f.engine(1).ready().build.is_some());
+}
+
+/// Frames a hand-made PBFT record.
+fn pbft_record(record: &durable::Record) -> Bytes {
+    crate::durable::encode(crate::EngineKind::Pbft, record)
+}
+
+#[test]
+fn restore_ignores_obsolete_state_and_refuses_damaged_foreign_or_inconsistent_state() {
+    let f = Fixture::new(4);
+    let (x, y) = (block(1, 1), block(1, 2));
+    let (_, stored) = committed_vote(&f, &x);
+
+    // For a height the chain committed: ignored, the engine starts that height afresh.
+    let mut later = f.engine_at(0, 2);
+    later.restore(&stored).expect("obsolete state is no error");
+    assert_eq!((later.height(), later.round(), later.persisted.is_none()), (2, 0, true));
+    assert!(later.ready().is_empty());
+
+    let refuse = |engine: &mut Pbft, bytes: &[u8]| {
+        let error = engine.restore(bytes).expect_err("refused");
+        assert_eq!((engine.round(), engine.view_state.accepted, engine.persisted.is_none()), (0, None, true));
+        error
+    };
+    for cut in 0..stored.len() {
+        assert!(refuse(&mut f.engine(0), &stored[..cut]).is_corrupt(), "truncated to {cut}");
+    }
+    let mut trailing = stored.to_vec();
+    trailing.extend_from_slice(&[0xc0, 0xc0]);
+    assert_eq!(refuse(&mut f.engine(0), &trailing), RestoreError::TrailingBytes(2));
+    let raft_tagged = [&[b'R', 1][..], &stored[2..]].concat();
+    assert_eq!(
+        refuse(&mut f.engine(0), &raft_tagged),
+        RestoreError::WrongEngine { expected: crate::EngineKind::Pbft, found: crate::EngineKind::Raft }
+    );
+    assert_eq!(refuse(&mut f.engine(1), &stored), RestoreError::OtherNode { expected: f.id(1), found: f.id(0) });
+    let bigger = Fixture::new(5);
+    let mut other_set = bigger.engine_with_key(f.keys[0].clone());
+    assert_eq!(refuse(&mut other_set, &stored), RestoreError::NodeSetMismatch { height: 1 });
+
+    let good = durable::Record {
+        node: f.id(0),
+        validators: crate::durable::node_set_digest(&f.validators),
+        height: 1,
+        view: 0,
+        own: vec![durable::OwnVotes { hash: x.hash(), prepare: true, commit: true }],
+        prepared: vec![f.certificate(1, 0, x.hash(), &[0, 1, 2])],
+        blocks: vec![x.clone()],
+    };
+    assert_eq!(pbft_record(&good), stored, "the hand-made record is what the engine writes");
+    let bad = |change: &dyn Fn(&mut durable::Record)| {
+        let mut record = good.clone();
+        change(&mut record);
+        refuse(&mut f.engine(0), &pbft_record(&record))
+    };
+    let inconsistent = |change: &dyn Fn(&mut durable::Record)| match bad(change) {
+        RestoreError::Inconsistent(reason) => reason,
+        other => panic!("expected an inconsistency, got {other}"),
+    };
+    assert_eq!(bad(&|r| r.height = 3), RestoreError::Inconsistent("a stored block is for another height"));
+    assert_eq!(
+        bad(&|r| {
+            r.height = 3;
+            r.blocks.clear();
+            r.prepared[0] = f.certificate(3, 0, x.hash(), &[0, 1, 2]);
+        }),
+        RestoreError::AheadOfChain { state_height: 3, chain_height: 1 }
+    );
+    inconsistent(&|r| r.own[0].prepare = false);
+    inconsistent(&|r| r.prepared.clear());
+    inconsistent(&|r| r.own.clear());
+    inconsistent(&|r| r.prepared[0].view = 1);
+    inconsistent(&|r| r.blocks.push(y.clone()));
+    inconsistent(&|r| r.blocks.push(x.clone()));
+    // A certificate that does not prove anything: too few votes, a forged one.
+    inconsistent(&|r| r.prepared[0].votes.truncate(2));
+    inconsistent(&|r| r.prepared[0].votes[1].signature = r.prepared[0].votes[0].signature.clone());
+    // Node 0 does not lead view 0, so it cannot have signed a block it did not vote for.
+    inconsistent(&|r| {
+        r.own[0] = durable::OwnVotes { hash: x.hash(), prepare: false, commit: false };
+        r.prepared.clear();
+    });
+    assert_eq!(
+        bad(&|r| r.blocks.extend([x.clone(), y.clone()])),
+        RestoreError::TooMany { what: "blocks", got: 3, max: 2 }
+    );
+    // A view change made after the commit vote is a valid later state; a missing block is
+    // tolerated (the node then relies on sync for it).
+    let after_view_change = |r: &mut durable::Record| {
+        r.view = 1;
+        r.own.clear();
+    };
+    for change in [after_view_change, |r: &mut durable::Record| r.blocks.clear()] {
+        let mut record = good.clone();
+        change(&mut record);
+        let mut engine = f.engine(0);
+        engine.restore(&pbft_record(&record)).expect("valid");
+        assert_eq!(engine.round(), record.view);
+    }
+
+    let mut started = f.engine(0);
+    let _ = started.ready();
+    assert_eq!(started.restore(&stored), Err(RestoreError::AlreadyStarted));
+}

@@ -61,12 +61,27 @@
 //! and two majorities always intersect, so no two different blocks are ever committed at one
 //! height.
 //!
-//! Like every Raft, this relies on term, vote and acknowledged proposal surviving a restart; the
-//! engine keeps them in memory, so a driver that restarts a node must either restore the engine
-//! or keep the node out of consensus for one election timeout. Raft tolerates crashes, not lies:
-//! signatures and membership checks keep outsiders and forgers out, but a malicious member can
-//! stall progress.
+//! # Durable state
+//!
+//! The argument above needs three things to survive a crash, as in every Raft: the current
+//! **term**, the **vote** cast in it, and the **acknowledged proposal** at the current height with
+//! the term of its latest acknowledgement (the whole block, since a new leader must re-propose
+//! it; a leader's own proposal counts, as it acknowledges it itself). [`Ready::persist`] carries
+//! them whenever one of them changes, and only then: on a vote (granted, or for itself as
+//! candidate), on moving to a higher term, and on acknowledging or proposing a block. Committing a
+//! height writes nothing: the stored acknowledgement then belongs to a lower height, which
+//! [`Engine::restore`] ignores, and the next write replaces it. The driver writes the bytes before
+//! sending the messages of the same `Ready`, so no vote or ack leaves the node unrecorded.
+//!
+//! [`Engine::restore`] gives the new engine the stored term and vote (whatever the height: terms
+//! span heights), and the acknowledgement when it is for the configured height: the node then
+//! never votes twice in a term, never acknowledges two blocks at one height and term (the
+//! acknowledged block counts as the one its leader proposed in that term), compares itself with
+//! candidates by that acknowledgement, and re-proposes the block if it becomes leader. It starts
+//! as a follower knowing no leader. Raft tolerates crashes, not lies: signatures and membership
+//! checks keep outsiders and forgers out, but a malicious member can stall progress.
 
+mod durable;
 mod message;
 #[cfg(test)]
 mod tests;
@@ -83,7 +98,9 @@ pub use message::{
     Ack, Append, CommitNotice, Heartbeat, MAX_MESSAGE_BYTES, RaftMessage, RequestVote, StaleTerm, VoteReply,
 };
 
-use crate::{BuildRequest, Commit, Engine, EngineConfig, NodeId, Proposal, Ready, StepError, Target, Validators};
+use crate::{
+    BuildRequest, Commit, Engine, EngineConfig, NodeId, Proposal, Ready, RestoreError, StepError, Target, Validators,
+};
 
 /// The leader sends this many heartbeats per base election timeout.
 pub const HEARTBEATS_PER_TIMEOUT: u64 = 3;
@@ -209,22 +226,40 @@ pub struct Raft {
     /// Verified messages for the next height.
     future: VecDeque<(NodeId, RaftMessage)>,
     out: Ready<RaftMessage>,
+    /// The durable state last handed out in [`Ready::persist`] (or restored): the next write goes
+    /// out only when the state moved past it.
+    persisted: durable::Durable,
+    /// A call other than [`Engine::restore`] happened.
+    started: bool,
 }
 
 impl Raft {
     /// An engine at `config.height`, a follower of term 0 (the leader of term 1 at once when it is
     /// the only node).
     pub fn new(config: EngineConfig) -> Self {
+        Self::start(config, durable::Restored::default())
+    }
+
+    /// An engine at `config.height` with restored term, vote and acknowledgement: a follower
+    /// that knows no leader (the leader of the next term at once when it is the only node).
+    fn start(config: EngineConfig, restored: durable::Restored) -> Self {
         let EngineConfig { key, validators, height, timeout_ms, now_ms } = config;
         let id = key.node_id();
+        let mut slot = Slot::default();
+        if let Some(acked) = restored.acked {
+            // It was checked before it was acknowledged, and its leader proposed it in its term.
+            slot.seen = Some((acked.term, acked.hash));
+            slot.valid = Some((acked.hash, acked.proposal.clone()));
+            slot.acked = Some(acked);
+        }
         let mut raft = Self {
             key,
             id,
             validators,
             height,
-            term: 0,
+            term: restored.term,
             role: Role::Follower,
-            voted_for: None,
+            voted_for: restored.voted_for,
             leader: None,
             votes: Vec::new(),
             timeout_ms: timeout_ms.max(MIN_TIMEOUT_MS),
@@ -234,11 +269,14 @@ impl Raft {
             retransmit_deadline: now_ms,
             leader_seen_ms: None,
             rng: SplitMix64::from_node_id(&id),
-            slot: Slot::default(),
+            slot,
             last_commit: None,
             future: VecDeque::new(),
             out: Ready::default(),
+            persisted: durable::Durable::default(),
+            started: false,
         };
+        raft.persisted = raft.durable();
         raft.reset_election_timer();
         if raft.is_member() && raft.validators.majority() == 1 {
             raft.start_pre_vote();
@@ -263,6 +301,26 @@ impl Raft {
 
     fn is_member(&self) -> bool {
         self.validators.contains(&self.id)
+    }
+
+    /// The configuration this engine would be built with now.
+    fn config(&self) -> EngineConfig {
+        EngineConfig {
+            key: self.key.clone(),
+            validators: self.validators.clone(),
+            height: self.height,
+            timeout_ms: self.timeout_ms,
+            now_ms: self.now_ms,
+        }
+    }
+
+    /// The state that must survive a restart, as it is now.
+    fn durable(&self) -> durable::Durable {
+        durable::Durable {
+            term: self.term,
+            voted_for: self.voted_for,
+            acked: self.slot.acked.as_ref().map(|acked| (self.height, acked.term, acked.hash)),
+        }
     }
 
     fn majority(&self) -> usize {
@@ -695,7 +753,24 @@ impl Raft {
 impl Engine for Raft {
     type Message = RaftMessage;
 
+    fn restore(&mut self, durable: &[u8]) -> Result<(), RestoreError> {
+        if self.started {
+            return Err(RestoreError::AlreadyStarted);
+        }
+        let restored = durable::decode(durable, self.id, self.height, &self.validators)?;
+        tracing::info!(
+            target: "consensus::raft",
+            term = restored.term,
+            height = self.height,
+            acked = restored.acked.as_ref().map(|acked| tracing::field::display(acked.hash)),
+            "restored durable state"
+        );
+        *self = Self::start(self.config(), restored);
+        Ok(())
+    }
+
     fn tick(&mut self, now_ms: u64) {
+        self.started = true;
         self.now_ms = self.now_ms.max(now_ms);
         if self.role == Role::Leader {
             if self.slot.building && !self.slot.build_requested {
@@ -718,6 +793,7 @@ impl Engine for Raft {
     }
 
     fn step(&mut self, from: NodeId, message: RaftMessage) -> Result<(), StepError> {
+        self.started = true;
         if !self.validators.contains(&from) {
             return Err(StepError::NotAMember(from));
         }
@@ -739,6 +815,7 @@ impl Engine for Raft {
     }
 
     fn proposal_built(&mut self, proposal: Proposal) {
+        self.started = true;
         if self.role != Role::Leader || !self.slot.building || proposal.header.number != self.height {
             return;
         }
@@ -747,6 +824,7 @@ impl Engine for Raft {
     }
 
     fn proposal_checked(&mut self, hash: B256, valid: bool) {
+        self.started = true;
         let Some(checking) = self.slot.checking.take_if(|checking| checking.hash == hash) else { return };
         if !valid {
             tracing::warn!(target: "consensus::raft", height = self.height, %hash, "proposal failed re-execution");
@@ -760,6 +838,7 @@ impl Engine for Raft {
     }
 
     fn committed(&mut self, height: u64, validators: Validators) {
+        self.started = true;
         if height < self.height {
             return;
         }
@@ -780,8 +859,17 @@ impl Engine for Raft {
         self.replay_future();
     }
 
+    /// Takes what is queued; adds the durable state when term, vote or acknowledgement changed
+    /// since it was last handed out.
     fn ready(&mut self) -> Ready<RaftMessage> {
-        std::mem::take(&mut self.out)
+        self.started = true;
+        let mut ready = std::mem::take(&mut self.out);
+        let now = self.durable();
+        if now.supersedes(&self.persisted) {
+            ready.persist = Some(durable::encode(self));
+            self.persisted = now;
+        }
+        ready
     }
 
     fn height(&self) -> u64 {

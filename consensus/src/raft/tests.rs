@@ -471,6 +471,264 @@ fn codec_rejects_garbage_trailing_bytes_and_unknown_kinds() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Durable state.
+
+fn engine_at(key: &NodeKey, validators: &Validators, height: u64) -> Raft {
+    Raft::new(EngineConfig {
+        key: key.clone(),
+        validators: validators.clone(),
+        height,
+        timeout_ms: TIMEOUT_MS,
+        now_ms: 0,
+    })
+}
+
+/// A fresh engine for `key` at `height`, restored from `stored`: the node after a restart.
+fn restarted(key: &NodeKey, validators: &Validators, height: u64, stored: &[u8]) -> Raft {
+    let mut raft = engine_at(key, validators, height);
+    raft.restore(stored).expect("restores");
+    raft
+}
+
+fn append(leader: &NodeKey, term: u64, block: &Proposal) -> RaftMessage {
+    RaftMessage::Append(Box::new(Append::new(leader, term, 1, block.clone())))
+}
+
+fn request_vote(candidate: &NodeKey, term: u64, acked_term: u64) -> RaftMessage {
+    RaftMessage::RequestVote(RequestVote::new(candidate, term, 1, acked_term, false))
+}
+
+/// `keys[1]` of three acknowledged `block` from `keys[0]` in term 1 and then voted for `keys[2]`
+/// in term 2; returns the engine and the last state it handed out.
+fn acked_then_voted(keys: &[NodeKey], block: &Proposal) -> (Raft, Bytes) {
+    let validators = validators_of(keys);
+    let mut node = engine(&keys[1], &validators);
+    node.step(keys[0].node_id(), append(&keys[0], 1, block)).expect("append");
+    node.proposal_checked(block.hash(), true);
+    let _ = node.ready();
+    node.step(keys[2].node_id(), request_vote(&keys[2], 2, 1)).expect("answered");
+    let ready = node.ready();
+    assert_eq!(vote_replies(&ready).iter().map(|r| (r.term, r.granted)).collect::<Vec<_>>(), [(2, true)]);
+    let stored = ready.persist.expect("the vote is stored");
+    (node, stored)
+}
+
+#[test]
+fn persist_comes_exactly_when_term_vote_or_acknowledgement_change() {
+    let keys = keys(3);
+    let validators = validators_of(&keys);
+    let mut node = engine(&keys[1], &validators);
+    assert_eq!(node.ready().persist, None, "nothing to keep yet");
+    node.tick(TIMEOUT_MS / 2);
+    assert!(node.ready().is_empty(), "a tick that fires nothing writes nothing");
+
+    let heartbeat = || RaftMessage::Heartbeat(Heartbeat::new(&keys[0], 1, 1));
+    node.step(keys[0].node_id(), heartbeat()).expect("heartbeat");
+    let term_1 = node.ready().persist.expect("term 1 is stored");
+    node.step(keys[0].node_id(), heartbeat()).expect("heartbeat");
+    node.tick(TIMEOUT_MS / 2 + 10);
+    assert!(node.ready().is_empty(), "same term, same leader: nothing to write");
+
+    let block = proposal(keys[0].node_id(), "a");
+    node.step(keys[0].node_id(), append(&keys[0], 1, &block)).expect("append");
+    let ready = node.ready();
+    assert_eq!((ready.check.len(), ready.persist), (1, None), "re-executing is not acknowledging");
+    node.proposal_checked(block.hash(), true);
+    let ready = node.ready();
+    assert_eq!(sent_acks(&ready).len(), 1);
+    let acked = ready.persist.expect("the acknowledgement is stored with the ack");
+    assert_ne!(acked, term_1);
+    // The leader's retransmission is acknowledged again: the same statement, nothing to write.
+    node.step(keys[0].node_id(), append(&keys[0], 1, &block)).expect("append");
+    let ready = node.ready();
+    assert_eq!((sent_acks(&ready).len(), ready.persist), (1, None));
+    // A pre-vote changes no term and casts no vote.
+    let pre_vote = RaftMessage::RequestVote(RequestVote::new(&keys[2], 2, 1, 1, true));
+    node.step(keys[2].node_id(), pre_vote).expect("answered");
+    let ready = node.ready();
+    assert_eq!((vote_replies(&ready).len(), ready.persist), (1, None));
+    // A vote in a new term is stored.
+    node.step(keys[2].node_id(), request_vote(&keys[2], 2, 1)).expect("answered");
+    let ready = node.ready();
+    assert_eq!(vote_replies(&ready).iter().map(|r| r.granted).collect::<Vec<_>>(), [true]);
+    assert!(ready.persist.is_some());
+    // Committing the height makes the stored acknowledgement obsolete; no write for that.
+    node.committed(1, validators);
+    assert!(node.ready().is_empty());
+}
+
+#[test]
+fn a_restored_node_keeps_its_vote_and_acknowledgement_and_re_proposes_the_block() {
+    let keys = keys(3);
+    let validators = validators_of(&keys);
+    let block = proposal(keys[0].node_id(), "a");
+    let (before, stored) = acked_then_voted(&keys, &block);
+    let mut node = restarted(&keys[1], &validators, 1, &stored);
+    assert_eq!(
+        (node.round(), node.role(), node.voted_for, node.acked_term()),
+        (2, Role::Follower, Some(keys[2].node_id()), 1)
+    );
+    // Restored exactly: its state encodes to the stored bytes, and restoring writes nothing new.
+    assert_eq!(durable::encode(&node), stored);
+    assert_eq!(durable::encode(&before), stored);
+    assert!(node.ready().is_empty());
+
+    // Another candidate of term 2, as up to date as it gets, is refused ...
+    node.step(keys[0].node_id(), request_vote(&keys[0], 2, 1)).expect("answered");
+    assert_eq!(vote_replies(&node.ready()).iter().map(|r| (r.term, r.granted)).collect::<Vec<_>>(), [(2, false)]);
+    // ... where the node without its state would have voted twice in term 2.
+    let mut amnesiac = engine(&keys[1], &validators);
+    amnesiac.step(keys[0].node_id(), request_vote(&keys[0], 2, 1)).expect("answered");
+    assert_eq!(vote_replies(&amnesiac.ready()).iter().map(|r| (r.term, r.granted)).collect::<Vec<_>>(), [(2, true)]);
+
+    // Elected in term 3, it re-proposes the block it acknowledged instead of building one.
+    node.tick(3 * TIMEOUT_MS);
+    assert_eq!(node.role(), Role::PreCandidate);
+    let id = node.id();
+    node.step(keys[0].node_id(), RaftMessage::VoteReply(VoteReply::new(&keys[0], 3, id, true, true))).expect("pre");
+    node.step(keys[0].node_id(), RaftMessage::VoteReply(VoteReply::new(&keys[0], 3, id, false, true))).expect("vote");
+    assert_eq!((node.role(), node.round()), (Role::Leader, 3));
+    node.tick(3 * TIMEOUT_MS + 1);
+    let ready = node.ready();
+    assert_eq!(ready.build, None);
+    let reproposed = ready.messages.iter().find_map(|(_, m)| match m {
+        RaftMessage::Append(append) => Some((append.term, append.proposal.hash())),
+        _ => None,
+    });
+    assert_eq!(reproposed, Some((3, block.hash())));
+    assert!(ready.persist.is_some(), "term, vote and the re-proposal are stored");
+}
+
+#[test]
+fn a_restored_node_never_acknowledges_two_blocks_in_one_term() {
+    let keys = keys(3);
+    let validators = validators_of(&keys);
+    let (x, y) = (proposal(keys[0].node_id(), "x"), proposal(keys[0].node_id(), "y"));
+    let mut node = engine(&keys[1], &validators);
+    node.step(keys[0].node_id(), append(&keys[0], 1, &x)).expect("append");
+    node.proposal_checked(x.hash(), true);
+    let stored = node.ready().persist.expect("ack stored");
+
+    // The leader of term 1, lying, sends the restarted node another block for the same term.
+    let mut node = restarted(&keys[1], &validators, 1, &stored);
+    assert!(matches!(
+        node.step(keys[0].node_id(), append(&keys[0], 1, &y)),
+        Err(StepError::Equivocation { height: 1, round: 1, .. })
+    ));
+    assert!(node.ready().is_empty(), "no check, no ack");
+    // The block it acknowledged is acknowledged again without re-execution.
+    node.step(keys[0].node_id(), append(&keys[0], 1, &x)).expect("append");
+    assert_eq!(sent_acks(&node.ready()).iter().map(|a| a.hash).collect::<Vec<_>>(), [x.hash()]);
+    // Without its state the node would check and acknowledge the second block.
+    let mut amnesiac = engine(&keys[1], &validators);
+    amnesiac.step(keys[0].node_id(), append(&keys[0], 1, &y)).expect("append");
+    amnesiac.proposal_checked(y.hash(), true);
+    assert_eq!(sent_acks(&amnesiac.ready()).iter().map(|a| a.hash).collect::<Vec<_>>(), [y.hash()]);
+}
+
+#[test]
+fn an_obsolete_acknowledgement_is_ignored_but_term_and_vote_are_kept() {
+    let keys = keys(3);
+    let validators = validators_of(&keys);
+    let (_, stored) = acked_then_voted(&keys, &proposal(keys[0].node_id(), "a"));
+    // The chain committed height 1 before the restart.
+    let mut node = restarted(&keys[1], &validators, 2, &stored);
+    assert_eq!((node.height(), node.round(), node.voted_for, node.acked_term()), (2, 2, Some(keys[2].node_id()), 0));
+    assert!(node.slot.acked.is_none() && node.slot.valid.is_none());
+    assert!(node.ready().is_empty(), "nothing to write: the stored state is still right");
+}
+
+/// Frames a hand-made Raft record.
+fn raft_record(record: &durable::Record) -> Bytes {
+    crate::durable::encode(crate::EngineKind::Raft, record)
+}
+
+#[test]
+fn restore_refuses_damaged_foreign_and_inconsistent_state() {
+    let keys = keys(4);
+    let validators = validators_of(&keys[..3]);
+    let block = proposal(keys[0].node_id(), "a");
+    let (_, stored) = acked_then_voted(&keys[..3], &block);
+    let refused = |key: &NodeKey, validators: &Validators, height: u64, bytes: &[u8]| {
+        let mut raft = engine_at(key, validators, height);
+        let error = raft.restore(bytes).expect_err("refused");
+        // On error the engine is as constructed.
+        assert_eq!((raft.round(), raft.voted_for, raft.acked_term()), (0, None, 0));
+        error
+    };
+    let refuse = |bytes: &[u8]| refused(&keys[1], &validators, 1, bytes);
+
+    // Damage: every truncation, trailing bytes, an unknown tag, a newer version.
+    for cut in 0..stored.len() {
+        assert!(refuse(&stored[..cut]).is_corrupt(), "truncated to {cut}");
+    }
+    assert_eq!(refuse(&[]), RestoreError::Truncated(0));
+    assert_eq!(refuse(b"R"), RestoreError::Truncated(1));
+    assert!(matches!(refuse(b"R\x01"), RestoreError::Malformed(_)));
+    let mut trailing = stored.to_vec();
+    trailing.push(0x80);
+    assert_eq!(refuse(&trailing), RestoreError::TrailingBytes(1));
+    let with_prefix = |tag: u8, version: u8| [&[tag, version][..], &stored[2..]].concat();
+    assert_eq!(refuse(&with_prefix(0x00, 1)), RestoreError::UnknownEngine(0));
+    let version_2 = refuse(&with_prefix(b'R', 2));
+    assert_eq!(version_2, RestoreError::UnsupportedVersion { engine: crate::EngineKind::Raft, version: 2 });
+    assert!(!version_2.is_corrupt());
+    assert_eq!(
+        refuse(&with_prefix(b'P', 1)),
+        RestoreError::WrongEngine { expected: crate::EngineKind::Raft, found: crate::EngineKind::Pbft }
+    );
+    assert_eq!(refuse(&vec![0xff; 4096]), RestoreError::UnknownEngine(0xff));
+
+    // Intact, but not this engine's: another node's, for a height the chain lacks, another set.
+    assert_eq!(
+        refused(&keys[2], &validators, 1, &stored),
+        RestoreError::OtherNode { expected: keys[2].node_id(), found: keys[1].node_id() }
+    );
+    assert_eq!(refused(&keys[1], &validators_of(&keys), 1, &stored), RestoreError::NodeSetMismatch { height: 1 });
+
+    // Hand-made records that contradict themselves.
+    let good = durable::Record {
+        node: keys[1].node_id(),
+        validators: crate::durable::node_set_digest(&validators),
+        height: 1,
+        term: 2,
+        voted_for: vec![keys[2].node_id()],
+        acked: vec![durable::AckedRecord { term: 1, proposal: block.clone() }],
+    };
+    assert_eq!(raft_record(&good), stored, "the hand-made record is what the engine writes");
+    let bad = |change: fn(&mut durable::Record)| {
+        let mut record = good.clone();
+        change(&mut record);
+        refuse(&raft_record(&record))
+    };
+    assert_eq!(bad(|r| r.height = 5), RestoreError::Inconsistent("a stored block is for another height"));
+    assert_eq!(
+        bad(|r| {
+            r.height = 5;
+            r.acked.clear();
+        }),
+        RestoreError::AheadOfChain { state_height: 5, chain_height: 1 }
+    );
+    assert_eq!(
+        bad(|r| {
+            r.term = 0;
+            r.acked.clear();
+        }),
+        RestoreError::Inconsistent("a vote in term 0")
+    );
+    assert!(matches!(bad(|r| r.acked[0].term = 3), RestoreError::Inconsistent(_)));
+    assert!(matches!(bad(|r| r.acked[0].term = 0), RestoreError::Inconsistent(_)));
+    let two_votes = bad(|r| r.voted_for.push(B256::ZERO));
+    assert_eq!(two_votes, RestoreError::TooMany { what: "votes", got: 2, max: 1 });
+    assert!(two_votes.is_corrupt());
+
+    // Only right after construction.
+    let mut started = engine(&keys[1], &validators);
+    started.tick(1);
+    assert_eq!(started.restore(&stored), Err(RestoreError::AlreadyStarted));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Simulated networks.
 
 fn network(n: usize, seed: u64) -> Network<Raft> {
@@ -729,5 +987,121 @@ fn random_crashes_and_partitions_never_fork() {
         }
         net.assert_no_fork();
         assert_certificates(&net);
+    }
+}
+
+/// Delivers one message, or lets 50 ms pass when none is in flight; fails the test after
+/// `max_ms` of simulated time.
+fn step_network(net: &mut Network<Raft>, deadline_ms: u64) {
+    assert!(net.now_ms() <= deadline_ms, "scenario not reached; heights {:?}", net.heights());
+    if !net.deliver_one() {
+        net.advance(50);
+    }
+}
+
+#[test]
+fn a_node_restarted_right_after_voting_keeps_its_vote() {
+    for seed in [21, 22, 23] {
+        let mut net = network(5, seed);
+        // Run until a node has just granted its vote to another node: the reply is in flight.
+        let (voter, candidate, term) = loop {
+            let granted = (0..5).find_map(|i| {
+                let node = &net.nodes[i].engine;
+                node.voted_for.filter(|c| *c != node.id).map(|c| (i, c, node.term))
+            });
+            if let Some(found) = granted {
+                break found;
+            }
+            step_network(&mut net, 30_000);
+        };
+        net.restart(voter).expect("restores");
+        let node = &mut net.nodes[voter].engine;
+        assert_eq!((node.round(), node.voted_for, node.role()), (term, Some(candidate), Role::Follower), "seed {seed}");
+
+        // Another member campaigns in the same term, as up to date as it gets: refused.
+        let other = (0..5).find(|&j| j != voter && net.nodes[j].id != candidate).expect("five nodes");
+        let (other_id, other_key) = (net.nodes[other].id, net.nodes[other].key.clone());
+        let request = RaftMessage::RequestVote(RequestVote::new(&other_key, term, 1, term, false));
+        let node = &mut net.nodes[voter].engine;
+        node.step(other_id, request.clone()).expect("answered");
+        let granted: Vec<(u64, bool)> = vote_replies(&node.ready()).iter().map(|r| (r.term, r.granted)).collect();
+        assert_eq!(granted, [(term, false)], "seed {seed}");
+        // The same node without its state grants it: a second vote in the term.
+        let mut amnesiac = Raft::new(EngineConfig {
+            key: net.nodes[voter].key.clone(),
+            validators: net.validators.clone(),
+            height: 1,
+            timeout_ms: TIMEOUT_MS,
+            now_ms: net.now_ms(),
+        });
+        amnesiac.step(other_id, request).expect("answered");
+        let granted: Vec<(u64, bool)> = vote_replies(&amnesiac.ready()).iter().map(|r| (r.term, r.granted)).collect();
+        assert_eq!(granted, [(term, true)], "seed {seed}");
+
+        // The network carries on, the restarted node included.
+        let everyone: Vec<usize> = (0..5).collect();
+        net.run_until(60_000, 50, |net| all_reach(net, &everyone, 5)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        net.assert_no_fork();
+        assert_certificates(&net);
+    }
+}
+
+/// Three nodes: runs until one follower has acknowledged the leader's block for a height and the
+/// other has not received it, then kills the leader and restarts that follower, from its durable
+/// state or without it. Returns the block acknowledged, the old leader, and the block the two
+/// survivors then commit at that height.
+fn acked_follower_restarts(seed: u64, keep_state: bool) -> (Proposal, NodeId, Proposal) {
+    let mut net = network(3, seed);
+    let everyone = [0, 1, 2];
+    net.run_until(30_000, 50, |net| all_reach(net, &everyone, 2)).expect("starts");
+    let deadline = net.now_ms() + 60_000;
+    let (leader, follower, other, height) = loop {
+        let found = running_leader(&net).and_then(|leader| {
+            let height = net.nodes[leader].engine.height();
+            let followers = [(leader + 1) % 3, (leader + 2) % 3];
+            let at_height = |i: usize| net.nodes[i].engine.height() == height;
+            let acked = |i: usize| net.nodes[i].engine.slot.acked.is_some();
+            let committed = net.nodes.iter().any(|n| n.chain.len() as u64 >= height);
+            followers
+                .into_iter()
+                .find(|&f| !committed && at_height(f) && acked(f))
+                .map(|f| (leader, f, 3 - leader - f, height))
+                .filter(|&(_, _, other, _)| at_height(other) && !acked(other))
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        step_network(&mut net, deadline);
+    };
+    let acked = net.nodes[follower].engine.slot.acked.as_ref().map(|a| a.proposal.clone()).expect("acked");
+    // The leader dies with its block on the way to `other` and the ack on the way to it.
+    let old_leader = net.nodes[leader].id;
+    net.partition(&[leader], &[follower, other]);
+    net.stop(leader);
+    if keep_state {
+        net.restart(follower).expect("restores");
+    } else {
+        net.restart_without_state(follower);
+    }
+    net.run_until(60_000, 50, |net| all_reach(net, &[follower, other], height))
+        .unwrap_or_else(|e| panic!("seed {seed}: the survivors do not commit: {e}"));
+    net.assert_no_fork();
+    assert_certificates(&net);
+    let committed = net.nodes[other].chain[height as usize - 1].proposal.clone();
+    (acked, old_leader, committed)
+}
+
+#[test]
+fn a_follower_that_acknowledged_a_block_makes_the_next_leader_re_propose_it_after_a_restart() {
+    for seed in [24, 25, 26, 27] {
+        let (acked, old_leader, committed) = acked_follower_restarts(seed, true);
+        // The block the dead leader built is the one committed: the restarted follower won the
+        // election (the other is less up to date) and re-proposed it.
+        assert_eq!(committed, acked, "seed {seed}");
+        assert_eq!(committed.header.proposer, old_leader, "seed {seed}");
+        // Without the durable state the acknowledgement is forgotten and a new block replaces it.
+        let (acked, old_leader, committed) = acked_follower_restarts(seed, false);
+        assert_ne!(committed.hash(), acked.hash(), "seed {seed}");
+        assert_ne!(committed.header.proposer, old_leader, "seed {seed}");
     }
 }
