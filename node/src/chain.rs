@@ -16,7 +16,7 @@ use bcos_sdk::{
     crypto::NodeKey,
     types::{
         BlockHeader, QuorumCertificate, StateWrite, StoredReceipt, Vote, state_commitment,
-        system::SYSTEM_CONFIG_ADDRESS,
+        system::{NODE_REGISTRY_ADDRESS, SYSTEM_CONFIG_ADDRESS},
     },
 };
 use parking_lot::RwLock;
@@ -25,10 +25,8 @@ use tokio::sync::broadcast;
 use crate::{
     executor::{
         BlockInput, ExecutedBlock, ExecutionError, Executor,
-        system::{
-            SYSTEM_CONTRACT_MARKER_CODE, consensus_nodes_storage, genesis_storage, read_consensus_nodes,
-            read_system_config,
-        },
+        registry::{self, NodeRole},
+        system::{SYSTEM_CONTRACT_ADDRESSES, SYSTEM_CONTRACT_MARKER_CODE, genesis_storage, read_system_config},
     },
     metrics::ChainMetrics,
     storage::{AccountState, BlockReader, BlockWrite, ChainWriter, RocksStore, StorageError, StoredTx, state_key},
@@ -64,6 +62,17 @@ pub enum ChainError {
     /// The head header is missing: the database is damaged.
     #[error("head block {0} is missing from storage")]
     MissingHead(u64),
+    /// Another block was committed since the block being executed was started: the result
+    /// would not follow the head, so it was not produced. Not a failure of the node.
+    #[error("block {number} was to follow head {parent}, but the head is now {head}")]
+    HeadMoved {
+        /// Number of the block being executed.
+        number: u64,
+        /// The head it was to follow.
+        parent: u64,
+        /// The head now.
+        head: u64,
+    },
 }
 
 /// The committed chain and the state of the node around it.
@@ -89,13 +98,19 @@ fn genesis_block(genesis: &Genesis) -> BlockWrite {
     let mut put = |key: &[u8], value: Bytes| writes.push(StateWrite { key: Bytes::copy_from_slice(key), value });
     let marker_hash = keccak256(SYSTEM_CONTRACT_MARKER_CODE);
     let system_account = AccountState { nonce: 1, balance: U256::ZERO, code_hash: marker_hash };
-    put(&state_key::account(&SYSTEM_CONFIG_ADDRESS), Bytes::from(alloy_rlp::encode(system_account)));
+    for address in SYSTEM_CONTRACT_ADDRESSES {
+        put(&state_key::account(&address), Bytes::from(alloy_rlp::encode(system_account)));
+    }
     put(&state_key::code(&marker_hash), Bytes::from_static(SYSTEM_CONTRACT_MARKER_CODE));
     let mut system_slots = genesis_storage(&genesis.system_config, &genesis.admins);
     system_slots.push((chain_slot("chain_id"), U256::from(genesis.chain_id)));
-    system_slots.extend(consensus_nodes_storage(&genesis.consensus_nodes));
-    for (slot, value) in system_slots {
-        put(&state_key::storage(&SYSTEM_CONFIG_ADDRESS, &slot), Bytes::from(value.to_be_bytes::<32>().to_vec()));
+    let registry_slots = registry::genesis_storage(&genesis.consensus_nodes, &genesis.observer_nodes);
+    for (address, slots) in [(SYSTEM_CONFIG_ADDRESS, system_slots), (NODE_REGISTRY_ADDRESS, registry_slots)] {
+        for (slot, value) in slots {
+            if !value.is_zero() {
+                put(&state_key::storage(&address, &slot), Bytes::from(value.to_be_bytes::<32>().to_vec()));
+            }
+        }
     }
     for (address, account) in &genesis.alloc {
         let code_hash =
@@ -190,7 +205,12 @@ impl Chain {
 
     /// The consensus node set in force for the next block.
     pub fn consensus_nodes(&self) -> Result<Vec<B256>, ChainError> {
-        Ok(read_consensus_nodes(self.store.as_ref())?)
+        Ok(registry::read_nodes(self.store.as_ref(), NodeRole::Consensus)?)
+    }
+
+    /// The observer nodes in force for the next block.
+    pub fn observer_nodes(&self) -> Result<Vec<B256>, ChainError> {
+        Ok(registry::read_nodes(self.store.as_ref(), NodeRole::Observer)?)
     }
 
     /// The latest committed header.
@@ -259,7 +279,13 @@ impl Chain {
             qc: Some(qc),
             state_writes: executed.state_writes,
         };
-        self.store.commit_block(&write)?;
+        self.store.commit_block(&write).map_err(|e| match e {
+            // Another task committed this height first.
+            StorageError::NotNext { number, head } => {
+                ChainError::HeadMoved { number, parent: number.saturating_sub(1), head }
+            }
+            e => ChainError::Storage(e),
+        })?;
         let config = read_system_config(self.store.as_ref(), write.header.number + 1)?;
         let included: Vec<(Address, u64, B256)> =
             executed.included.iter().map(|tx| (tx.sender(), tx.nonce(), tx.hash())).collect();
@@ -295,7 +321,15 @@ impl Chain {
         txs: impl IntoIterator<Item = bcos_sdk::types::RecoveredTx>,
     ) -> Result<ExecutedBlock, ChainError> {
         let timer = self.metrics.execution_seconds.start_timer();
-        let executed = self.executor.execute_block(self.store.as_ref(), self.store.as_ref(), input, txs)?;
+        // Execute against one consistent state: a block committed meanwhile (by consensus or
+        // sync on another task) must not show through half-way.
+        let state = self.store.state_snapshot();
+        let parent = input.number.saturating_sub(1);
+        let head = state.head_number()?.unwrap_or_default();
+        if head != parent {
+            return Err(ChainError::HeadMoved { number: input.number, parent, head });
+        }
+        let executed = self.executor.execute_block(&state, self.store.as_ref(), input, txs)?;
         timer.observe_duration();
         Ok(executed)
     }

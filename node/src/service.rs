@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
-use bcos_consensus::{EngineConfig, Validators};
+use bcos_consensus::{Engine, EngineConfig, RestoreError, Validators};
 use bcos_sdk::{
     config::{ConfigError, Genesis, NodeConfig, P2pConfig, PeerAddress},
     crypto::{KeyError, NodeKey},
@@ -13,7 +13,11 @@ use tokio::{sync::watch, task::JoinSet};
 
 use crate::{
     chain::{Chain, ChainError, now_ms},
-    consensus::{driver::Driver, solo::SoloSealer, switch::ConsensusEngine},
+    consensus::{
+        driver::{Driver, registered_nodes},
+        solo::SoloSealer,
+        switch::ConsensusEngine,
+    },
     metrics::{ChainMetrics, Health, PoolMetrics, RpcMetrics},
     network::{Multiaddr, Network, NetworkConfig, tcp_multiaddr},
     rpc::{NodeApi, eth, grpc},
@@ -45,6 +49,17 @@ pub enum ServiceError {
     /// The pool journal could not be restored.
     #[error("restoring the transaction pool: {0}")]
     Pool(#[from] PoolError),
+    /// The consensus engine's saved state cannot be used; starting without it could make this
+    /// node vote twice.
+    #[error(
+        "consensus state saved in {path}: {source}; starting without it could make this node vote twice, so it does not start"
+    )]
+    ConsensusState {
+        /// Database directory.
+        path: PathBuf,
+        /// Why.
+        source: RestoreError,
+    },
     /// The genesis asks for something this build cannot run.
     #[error("{0}")]
     Unsupported(String),
@@ -137,26 +152,25 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
         Ok(())
     });
     let consensus_nodes = chain.consensus_nodes()?;
-    if !consensus_nodes.contains(&node_id) {
+    let registered = registered_nodes(&chain)?;
+    if !registered.contains(&node_id) {
         return Err(ServiceError::Unsupported(format!(
-            "node {node_id} is not a consensus node of this chain; observer nodes are not supported yet"
+            "node {node_id} is neither a consensus nor an observer node of this chain; add it to the node registry first"
         )));
     }
     match &config.p2p {
-        None if consensus_nodes == [node_id] => {
+        None if consensus_nodes == [node_id] && registered == [node_id] => {
             let sealer = SoloSealer::new(chain, pool, key);
             let sealer_shutdown = shutdown_rx.clone();
             tasks.spawn(async move { sealer.run(sealer_shutdown).await.map_err(ServiceError::from) });
         }
         None => {
             return Err(ServiceError::Unsupported(format!(
-                "the chain has {} consensus nodes: node.yaml needs a p2p section",
-                consensus_nodes.len()
+                "the chain registers {} nodes: node.yaml needs a p2p section",
+                registered.len()
             )));
         }
-        Some(p2p) => {
-            start_consensus(p2p, &key, chain, pool, &registry, consensus_nodes, &mut tasks, shutdown_rx.clone()).await?
-        }
+        Some(p2p) => start_consensus(p2p, &key, chain, pool, &registry, &mut tasks, shutdown_rx.clone()).await?,
     }
 
     Ok(RunningNode {
@@ -168,15 +182,14 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
     })
 }
 
-/// Starts the network and the consensus engine in force for the next block.
-#[allow(clippy::too_many_arguments)]
+/// Starts the network and the consensus engine in force for the next block (none, for an
+/// observer).
 async fn start_consensus(
     p2p: &P2pConfig,
     key: &NodeKey,
     chain: Arc<Chain>,
     pool: Arc<TxPool>,
     registry: &Registry,
-    consensus_nodes: Vec<alloy_primitives::B256>,
     tasks: &mut JoinSet<Result<(), ServiceError>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServiceError> {
@@ -188,11 +201,11 @@ async fn start_consensus(
     let (network, events) = Network::start(network_config, key, registry)
         .await
         .map_err(|e| ServiceError::Io(std::io::Error::other(format!("p2p on {}: {e}", p2p.listen))))?;
-    let peers = consensus_nodes.iter().map(|id| (*id, None)).collect();
+    let peers = registered_nodes(&chain)?.into_iter().map(|id| (id, None)).collect();
     network.set_peers(peers).await.map_err(|e| ServiceError::Io(std::io::Error::other(e.to_string())))?;
     let config = chain.system_config();
-    let validators =
-        Validators::new(consensus_nodes).ok_or_else(|| ServiceError::Unsupported("no consensus nodes".into()))?;
+    let validators = Validators::new(chain.consensus_nodes()?)
+        .ok_or_else(|| ServiceError::Unsupported("no consensus nodes".into()))?;
     let engine_config = EngineConfig {
         key: key.clone(),
         validators,
@@ -200,10 +213,33 @@ async fn start_consensus(
         timeout_ms: config.consensus_timeout_ms,
         now_ms: now_ms(),
     };
-    let engine = ConsensusEngine::new(config.consensus_mode, engine_config);
-    let driver = Driver::new(engine, chain, pool, network.clone(), key, registry);
+    let mut engine = ConsensusEngine::new(config.consensus_mode, engine_config);
+    restore_engine(&mut engine, &chain)?;
+    tracing::info!(target: "service", role = engine.name(), height = engine.height(), "consensus started");
+    let driver = Driver::new(engine, chain, pool, network.clone(), key, registry)?;
     tasks.spawn(async move { driver.run(events, shutdown).await.map_err(ServiceError::from) });
     Ok(())
+}
+
+/// Gives the engine what it saved before the node stopped.
+fn restore_engine(engine: &mut ConsensusEngine, chain: &Chain) -> Result<(), ServiceError> {
+    let store = chain.store();
+    let Some(saved) = store.consensus_state().map_err(|source| ServiceError::Storage { path: store.path(), source })?
+    else {
+        return Ok(());
+    };
+    match engine.restore(&saved) {
+        Ok(()) => {
+            tracing::info!(target: "service", role = engine.name(), height = engine.height(), round = engine.round(), "consensus state restored");
+            Ok(())
+        }
+        // The chain switched engines since: the old engine's heights are all committed.
+        Err(RestoreError::WrongEngine { found, .. }) => {
+            tracing::info!(target: "service", %found, "saved state of the previous consensus engine is obsolete");
+            Ok(())
+        }
+        Err(source) => Err(ServiceError::ConsensusState { path: store.path(), source }),
+    }
 }
 
 /// The libp2p address of a configured peer: IP addresses directly, other hosts by DNS.

@@ -109,6 +109,7 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
             ..SystemConfig::default()
         },
         consensus_nodes: node_ids,
+        observer_nodes: Vec::new(),
         admins: vec![admin.address()],
         alloc: Default::default(),
     };

@@ -12,7 +12,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use alloy_primitives::{B256, Bytes};
 use bcos_consensus::{BuildRequest, Commit, Engine, Proposal, Target, Validators};
-use bcos_sdk::{config::ConsensusMode, crypto::NodeKey};
+use bcos_sdk::crypto::NodeKey;
 use prometheus::Registry;
 use tokio::{
     sync::{broadcast, mpsc, watch},
@@ -68,6 +68,8 @@ pub struct Driver {
     network: NetworkHandle,
     node_id: NodeId,
     metrics: ConsensusMetrics,
+    /// The registry's nodes as last given to the network.
+    registered: Vec<NodeId>,
     executed: HashMap<B256, ExecutedProposal>,
     build_request: Option<BuildRequest>,
     building: bool,
@@ -79,13 +81,23 @@ pub struct Driver {
     admitted: Option<broadcast::Receiver<Bytes>>,
 }
 
+/// Every node the registry lists (consensus and observer), sorted: the peers to admit.
+pub fn registered_nodes(chain: &Chain) -> Result<Vec<NodeId>, ChainError> {
+    let mut nodes = chain.consensus_nodes()?;
+    nodes.extend(chain.observer_nodes()?);
+    nodes.sort();
+    nodes.dedup();
+    Ok(nodes)
+}
+
 /// The validator set in force for the block after the head.
 fn validators(chain: &Chain) -> Result<Validators, ChainError> {
     Validators::new(chain.consensus_nodes()?).ok_or(ChainError::MissingHead(0))
 }
 
 impl Driver {
-    /// A driver for `engine`, which must start at the height after the chain's head.
+    /// A driver for `engine`, which must start at the height after the chain's head. The
+    /// network must admit [`registered_nodes`] already.
     pub fn new(
         engine: ConsensusEngine,
         chain: Arc<Chain>,
@@ -93,18 +105,20 @@ impl Driver {
         network: NetworkHandle,
         key: &NodeKey,
         registry: &Registry,
-    ) -> Self {
+    ) -> Result<Self, ChainError> {
         let (work_tx, work_rx) = mpsc::unbounded_channel();
+        let registered = registered_nodes(&chain)?;
         let admitted = Some(pool.subscribe_admitted());
         let metrics = ConsensusMetrics::register(registry);
         show_engine(&metrics, &engine);
-        Self {
+        Ok(Self {
             engine,
             chain,
             pool,
             network,
             node_id: key.node_id(),
             metrics,
+            registered,
             executed: HashMap::new(),
             build_request: None,
             building: false,
@@ -113,11 +127,21 @@ impl Driver {
             work_tx,
             work_rx,
             admitted,
-        }
+        })
     }
 
     /// Runs until `shutdown` turns true or the chain fails.
     pub async fn run(
+        self,
+        events: mpsc::Receiver<NetworkEvent>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ChainError> {
+        // Several nodes may share a process (devnet, tests): every line names its node.
+        let span = tracing::info_span!("node", id = %short_id(&self.node_id));
+        tracing::Instrument::instrument(self.run_loop(events, shutdown), span).await
+    }
+
+    async fn run_loop(
         mut self,
         mut events: mpsc::Receiver<NetworkEvent>,
         mut shutdown: watch::Receiver<bool>,
@@ -250,6 +274,9 @@ impl Driver {
                         self.engine.proposal_built(proposal);
                     }
                     Ok(_) => tracing::debug!(target: "consensus", height = request.height, "built block is stale"),
+                    Err(ChainError::HeadMoved { .. }) => {
+                        tracing::debug!(target: "consensus", height = request.height, "head moved while building");
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -258,6 +285,8 @@ impl Driver {
                     self.executed.insert(hash, executed);
                     self.engine.proposal_checked(hash, true);
                 }
+                // Decided meanwhile: the engine has moved on and no longer waits for this answer.
+                Err(ProposalError::Chain(ChainError::HeadMoved { .. })) => {}
                 Err(ProposalError::Chain(e)) => return Err(e),
                 Err(e) => {
                     tracing::warn!(target: "consensus", %hash, error = %e, "refusing proposal");
@@ -268,12 +297,15 @@ impl Driver {
                 self.syncing = false;
                 match result {
                     Ok(0) => {}
-                    Ok(applied) => {
-                        tracing::info!(target: "sync", applied, "caught up from peers");
-                        self.after_commit()?;
-                    }
+                    Ok(applied) => tracing::info!(target: "sync", applied, "caught up from peers"),
+                    // Consensus committed the same height meanwhile.
+                    Err(sync::SyncError::Chain(ChainError::HeadMoved { .. })) => {}
                     Err(sync::SyncError::Chain(e)) => return Err(e),
                     Err(e) => tracing::warn!(target: "sync", error = %e, "sync failed"),
+                }
+                // Blocks applied before a failure count too.
+                if self.chain.head()?.number >= self.engine.height() {
+                    self.after_commit()?;
                 }
             }
         }
@@ -286,6 +318,10 @@ impl Driver {
             let ready = self.engine.ready();
             if ready.is_empty() {
                 return Ok(());
+            }
+            if let Some(state) = &ready.persist {
+                // Before any message: the messages may be votes this state must remember.
+                self.chain.store().save_consensus_state(state)?;
             }
             for (target, message) in ready.messages {
                 let bytes = message.to_wire();
@@ -358,13 +394,15 @@ impl Driver {
         let hash = commit.proposal.hash();
         let head = self.chain.head()?.number;
         if commit.proposal.header.number != head + 1 {
-            // Sync got there first.
-            return Ok(());
+            // Sync got there first; make sure the engine knows.
+            return self.after_commit();
         }
         let executed = match self.executed.remove(&hash) {
             Some(executed) => executed,
             None => match check(&self.chain, &self.pool, commit.proposal) {
                 Ok(executed) => executed,
+                // Sync committed this height meanwhile.
+                Err(ProposalError::Chain(ChainError::HeadMoved { .. })) => return self.after_commit(),
                 Err(ProposalError::Chain(e)) => return Err(e),
                 Err(e) => {
                     tracing::error!(target: "consensus", %hash, error = %e, "a quorum committed a block this node cannot execute");
@@ -372,7 +410,14 @@ impl Driver {
                 }
             },
         };
-        self.chain.commit(executed.proposal.header, executed.executed, commit.qc, &self.pool)?;
+        let (number, round, txs) = (commit.qc.number, commit.qc.round, executed.executed.included.len());
+        match self.chain.commit(executed.proposal.header, executed.executed, commit.qc, &self.pool) {
+            Ok(_) => tracing::debug!(target: "consensus", number, %hash, round, txs, "committed"),
+            Err(ChainError::HeadMoved { .. }) => {
+                tracing::debug!(target: "consensus", number, "committed by sync first")
+            }
+            Err(e) => return Err(e),
+        }
         self.after_commit()
     }
 
@@ -383,19 +428,15 @@ impl Driver {
         self.last_progress = Instant::now();
         let head = self.chain.head()?.number;
         let config = self.chain.system_config();
-        let previous = self.engine.mode();
-        let switched = self.engine.advance(
-            head,
-            validators(&self.chain)?,
-            config.consensus_mode,
-            config.consensus_timeout_ms,
-            now_ms(),
-        );
+        let previous = self.engine.name();
+        let validators = validators(&self.chain)?;
+        let switched =
+            self.engine.advance(head, validators, config.consensus_mode, config.consensus_timeout_ms, now_ms());
         if switched {
             tracing::info!(
                 target: "consensus",
-                from = %previous,
-                to = %config.consensus_mode,
+                from = previous,
+                to = self.engine.name(),
                 height = head + 1,
                 timeout_ms = config.consensus_timeout_ms,
                 "consensus engine replaced"
@@ -403,13 +444,32 @@ impl Driver {
             self.metrics.switches.inc();
             show_engine(&self.metrics, &self.engine);
         }
+        self.follow_registry()
+    }
+
+    /// Lets the network admit exactly the nodes the registry lists once it changes.
+    fn follow_registry(&mut self) -> Result<(), ChainError> {
+        let registered = registered_nodes(&self.chain)?;
+        if registered == self.registered {
+            return Ok(());
+        }
+        tracing::info!(target: "consensus", nodes = registered.len(), "node registry changed; updating admitted peers");
+        self.registered = registered.clone();
+        let network = self.network.clone();
+        tokio::spawn(async move {
+            if let Err(e) = network.set_peers(registered.into_iter().map(|id| (id, None)).collect()).await {
+                tracing::warn!(target: "consensus", error = %e, "admitted peers not updated");
+            }
+        });
         Ok(())
     }
 
-    /// Asks a peer for its head when this node made no progress for a while, and fetches what it
-    /// misses.
+    /// Asks a peer for its head when this node made no progress for a while (an observer: every
+    /// time), and fetches what it misses.
     fn maybe_sync(&mut self) {
-        if self.syncing || self.last_progress.elapsed() < SYNC_INTERVAL {
+        // An observer learns of blocks only by sync, so it asks every interval.
+        let waiting = self.engine.mode().is_some() && self.last_progress.elapsed() < SYNC_INTERVAL;
+        if self.syncing || waiting {
             return;
         }
         let peers = self.network.connected_peers();
@@ -426,9 +486,14 @@ impl Driver {
     }
 }
 
+/// The first bytes of a node id, enough to tell nodes apart in logs.
+fn short_id(id: &NodeId) -> String {
+    format!("{:x}", id).chars().take(8).collect()
+}
+
 fn show_engine(metrics: &ConsensusMetrics, engine: &ConsensusEngine) {
-    for mode in [ConsensusMode::Pbft, ConsensusMode::Raft] {
-        metrics.engine.with_label_values(&[mode.as_str()]).set(i64::from(mode == engine.mode()));
+    for name in ["pbft", "raft", "observer"] {
+        metrics.engine.with_label_values(&[name]).set(i64::from(name == engine.name()));
     }
     metrics.engine_since_height.set(i64::try_from(engine.since_height()).unwrap_or(i64::MAX));
 }

@@ -10,38 +10,61 @@ use bcos_consensus::{EngineConfig, Validators};
 use bcos_sdk::{
     config::{ConsensusMode, Genesis, SystemConfig, TxPoolConfig},
     crypto::{AccountKey, NodeKey},
-    types::system::{ISystemConfig, SYSTEM_CONFIG_ADDRESS},
+    types::system::{INodeRegistry, ISystemConfig, NODE_REGISTRY_ADDRESS, SYSTEM_CONFIG_ADDRESS},
 };
 use prometheus::Registry;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::{driver::Driver, switch::ConsensusEngine};
 use crate::{
     chain::{Chain, now_ms},
     metrics::{ChainMetrics, PoolMetrics},
-    network::{Network, NetworkConfig, NetworkHandle, tcp_multiaddr},
+    network::{Network, NetworkConfig, NetworkEvent, NetworkHandle, NodeId, tcp_multiaddr},
     storage::{BlockReader, RocksStore, StateReader},
     test_utils::signed_transfer,
     txpool::TxPool,
 };
 
 const TIMEOUT_MS: u64 = 2_000;
-const CHAIN_ID: u64 = 31;
+pub(super) const CHAIN_ID: u64 = 31;
 
-struct TestNode {
+pub(super) struct TestNode {
     _dir: tempfile::TempDir,
-    chain: Arc<Chain>,
-    pool: Arc<TxPool>,
-    network: NetworkHandle,
+    pub(super) id: NodeId,
+    pub(super) chain: Arc<Chain>,
+    pub(super) pool: Arc<TxPool>,
+    pub(super) network: NetworkHandle,
     registry: Registry,
 }
 
 async fn start_chain(n: usize, mode: ConsensusMode) -> (Vec<TestNode>, watch::Sender<bool>) {
-    start_chain_with_admin(n, mode, Address::ZERO).await
+    start_chain_with(n, 0, mode, Address::ZERO).await
 }
 
-async fn start_chain_with_admin(n: usize, mode: ConsensusMode, admin: Address) -> (Vec<TestNode>, watch::Sender<bool>) {
-    let keys: Vec<NodeKey> = (0..n).map(|_| NodeKey::generate()).collect();
+/// `n` consensus nodes and then `observers` observer nodes, all connected to each other.
+async fn start_chain_with(
+    n: usize,
+    observers: usize,
+    mode: ConsensusMode,
+    admin: Address,
+) -> (Vec<TestNode>, watch::Sender<bool>) {
+    let (nodes, shutdown, _) = start_chain_except(n, observers, mode, admin, None).await;
+    (nodes, shutdown)
+}
+
+/// Like [`start_chain_with`], but node `outsider` (if any) runs no driver: the test gets its key
+/// and network events to act as it pleases.
+pub(super) async fn start_chain_except(
+    n: usize,
+    observers: usize,
+    mode: ConsensusMode,
+    admin: Address,
+    outsider: Option<usize>,
+) -> (Vec<TestNode>, watch::Sender<bool>, Option<(NodeKey, mpsc::Receiver<NetworkEvent>)>) {
+    // Logs (RUST_LOG, default warnings) show in the output of a failed test.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let keys: Vec<NodeKey> = (0..n + observers).map(|_| NodeKey::generate()).collect();
     let genesis = Genesis {
         chain_id: CHAIN_ID,
         timestamp_ms: 0,
@@ -51,7 +74,8 @@ async fn start_chain_with_admin(n: usize, mode: ConsensusMode, admin: Address) -
             consensus_timeout_ms: TIMEOUT_MS,
             ..SystemConfig::default()
         },
-        consensus_nodes: keys.iter().map(NodeKey::node_id).collect(),
+        consensus_nodes: keys[..n].iter().map(NodeKey::node_id).collect(),
+        observer_nodes: keys[n..].iter().map(NodeKey::node_id).collect(),
         admins: vec![admin],
         alloc: Default::default(),
     };
@@ -74,7 +98,7 @@ async fn start_chain_with_admin(n: usize, mode: ConsensusMode, admin: Address) -
         let config = NetworkConfig::new(tcp_multiaddr(([127, 0, 0, 1], 0).into()));
         let (network, events) = Network::start(config, key, &registry).await.expect("network");
         pending.push((key.clone(), events));
-        nodes.push(TestNode { _dir: dir, chain, pool, network, registry });
+        nodes.push(TestNode { _dir: dir, id: key.node_id(), chain, pool, network, registry });
     }
     let addresses: Vec<_> = nodes.iter().map(|n| n.network.listen_addrs().first().cloned()).collect();
     for node in &nodes {
@@ -82,7 +106,12 @@ async fn start_chain_with_admin(n: usize, mode: ConsensusMode, admin: Address) -
         node.network.set_peers(peers).await.expect("peers");
     }
     let validators = Validators::new(genesis.consensus_nodes.clone()).expect("validators");
-    for (node, (key, events)) in nodes.iter().zip(pending) {
+    let mut outside = None;
+    for (index, (node, (key, events))) in nodes.iter().zip(pending).enumerate() {
+        if Some(index) == outsider {
+            outside = Some((key, events));
+            continue;
+        }
         let engine = ConsensusEngine::new(
             mode,
             EngineConfig {
@@ -94,15 +123,16 @@ async fn start_chain_with_admin(n: usize, mode: ConsensusMode, admin: Address) -
             },
         );
         let driver =
-            Driver::new(engine, node.chain.clone(), node.pool.clone(), node.network.clone(), &key, &node.registry);
+            Driver::new(engine, node.chain.clone(), node.pool.clone(), node.network.clone(), &key, &node.registry)
+                .expect("driver");
         let shutdown = shutdown_rx.clone();
         tokio::spawn(async move { driver.run(events, shutdown).await });
     }
-    (nodes, shutdown)
+    (nodes, shutdown, outside)
 }
 
 /// Sends transfers to node 0 and waits until every node committed them, on the same blocks.
-async fn commits_everywhere(nodes: &[TestNode]) {
+pub(super) async fn commits_everywhere(nodes: &[TestNode]) {
     let sender = AccountKey::generate();
     let count = 30;
     for nonce in 0..count {
@@ -160,6 +190,13 @@ impl TestNode {
     }
 
     /// The running engine's mode and the height it started at.
+    fn role(&self) -> &'static str {
+        ["pbft", "raft", "observer"]
+            .into_iter()
+            .find(|name| self.gauge("bcos_consensus_engine", Some(("mode", name))) == 1)
+            .expect("one engine runs")
+    }
+
     fn engine(&self) -> (ConsensusMode, i64) {
         let mode = if self.gauge("bcos_consensus_engine", Some(("mode", "raft"))) == 1 {
             ConsensusMode::Raft
@@ -178,6 +215,19 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Submits an administrator's call of a system contract.
+fn admin_call(node: &TestNode, admin: &AccountKey, nonce: u64, to: Address, input: Vec<u8>) {
+    let raw = admin.sign_transaction(TxEip1559 {
+        chain_id: CHAIN_ID,
+        nonce,
+        gas_limit: 200_000,
+        to: TxKind::Call(to),
+        input: input.into(),
+        ..Default::default()
+    });
+    node.pool.submit(&raw).expect("admitted");
+}
+
 /// Asks every node to switch to `mode` a few blocks ahead, while transfers keep coming, and waits
 /// until every node runs it from that height.
 async fn switch_under_load(nodes: &[TestNode], admin: &AccountKey, admin_nonce: u64, mode: ConsensusMode) -> u64 {
@@ -187,23 +237,24 @@ async fn switch_under_load(nodes: &[TestNode], admin: &AccountKey, admin_nonce: 
         value: mode.as_str().into(),
         enableNumber: U256::from(at),
     };
-    let raw = admin.sign_transaction(TxEip1559 {
-        chain_id: CHAIN_ID,
-        nonce: admin_nonce,
-        gas_limit: 200_000,
-        to: TxKind::Call(SYSTEM_CONFIG_ADDRESS),
-        input: call.abi_encode().into(),
-        ..Default::default()
-    });
-    nodes[1].pool.submit(&raw).expect("admitted");
+    admin_call(&nodes[1], admin, admin_nonce, SYSTEM_CONFIG_ADDRESS, call.abi_encode());
     until("every node switched", || nodes.iter().all(|n| n.engine().0 == mode)).await;
     at
+}
+
+/// No node ran `mode` below `at`, and a quorum started it exactly there (a node that was behind
+/// catches up by sync and starts it at its next height, never below `at`).
+fn assert_switched_at(nodes: &[TestNode], mode: ConsensusMode, at: u64) {
+    let engines: Vec<(ConsensusMode, i64)> = nodes.iter().map(TestNode::engine).collect();
+    assert!(engines.iter().all(|&(m, since)| m == mode && since >= at as i64), "switch at {at}: {engines:?}");
+    let exactly = engines.iter().filter(|(_, since)| *since == at as i64).count();
+    assert!(exactly >= 3, "a quorum switches at {at} itself: {engines:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pbft_raft_pbft_switches_keep_every_transaction_and_happen_at_one_height() {
     let admin = AccountKey::generate();
-    let (nodes, shutdown) = start_chain_with_admin(4, ConsensusMode::Pbft, admin.address()).await;
+    let (nodes, shutdown) = start_chain_with(4, 0, ConsensusMode::Pbft, admin.address()).await;
     let senders: Vec<AccountKey> = (0..4).map(|_| AccountKey::generate()).collect();
     let (stop_load, mut load_stopped) = watch::channel(false);
     let load = {
@@ -223,12 +274,10 @@ async fn pbft_raft_pbft_switches_keep_every_transaction_and_happen_at_one_height
         })
     };
     let to_raft = switch_under_load(&nodes, &admin, 0, ConsensusMode::Raft).await;
-    for node in &nodes {
-        assert_eq!(node.engine(), (ConsensusMode::Raft, to_raft as i64), "every node switches at {to_raft}");
-    }
+    assert_switched_at(&nodes, ConsensusMode::Raft, to_raft);
     let to_pbft = switch_under_load(&nodes, &admin, 1, ConsensusMode::Pbft).await;
+    assert_switched_at(&nodes, ConsensusMode::Pbft, to_pbft);
     for node in &nodes {
-        assert_eq!(node.engine(), (ConsensusMode::Pbft, to_pbft as i64), "every node switches back at {to_pbft}");
         assert_eq!(node.gauge("bcos_consensus_switches_total", None), 2);
     }
     until("PBFT blocks after the switch back", || nodes.iter().all(|n| n.chain.store().head_number() > to_pbft + 2))
@@ -257,5 +306,56 @@ async fn pbft_raft_pbft_switches_keep_every_transaction_and_happen_at_one_height
         }
     }
     assert_eq!(committed.len() as u64, per_sender * senders.len() as u64 + 2, "transfers and the two switches");
+    let _ = shutdown.send(true);
+}
+
+/// Voters of every block from `from` on, as node 0 stored them.
+fn voters(node: &TestNode, from: u64) -> Vec<(u64, Vec<NodeId>)> {
+    let head = node.chain.store().head_number();
+    (from..=head)
+        .map(|number| {
+            let qc = node.chain.store().quorum_certificate(number).expect("read").expect("certificate");
+            (number, qc.votes.iter().map(|vote| vote.node_id).collect())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_follows_without_voting_then_joins_and_a_member_leaves() {
+    let admin = AccountKey::generate();
+    let (nodes, shutdown) = start_chain_with(4, 1, ConsensusMode::Pbft, admin.address()).await;
+    let observer = &nodes[4];
+    assert_eq!(observer.role(), "observer");
+    commits_everywhere(&nodes).await;
+    for (number, voted) in voters(&nodes[0], 1) {
+        assert!(!voted.contains(&observer.id), "the observer voted on block {number}");
+    }
+
+    // The committee (here: the administrator) makes the observer a consensus node: 5 nodes, a
+    // quorum of 4.
+    let promote = INodeRegistry::addConsensusNodeCall { nodeId: observer.id };
+    admin_call(&nodes[0], &admin, 0, NODE_REGISTRY_ADDRESS, promote.abi_encode());
+    until("the observer votes", || observer.role() == "pbft").await;
+    let joined = observer.chain.store().head_number() + 1;
+    commits_everywhere(&nodes).await;
+    let after_join = voters(&nodes[0], joined);
+    assert!(!after_join.is_empty());
+    for (number, voted) in &after_join {
+        assert!(voted.len() >= 4, "block {number} has {} votes of 5 nodes", voted.len());
+    }
+
+    // A founding member leaves: the chain goes on with the other four.
+    let leaving = &nodes[3];
+    let remove = INodeRegistry::removeNodeCall { nodeId: leaving.id };
+    admin_call(&nodes[0], &admin, 1, NODE_REGISTRY_ADDRESS, remove.abi_encode());
+    until("the member stops voting", || leaving.role() == "observer").await;
+    let left = nodes[0].chain.store().head_number() + 1;
+    let remaining: Vec<TestNode> = nodes.into_iter().enumerate().filter(|(i, _)| *i != 3).map(|(_, n)| n).collect();
+    commits_everywhere(&remaining).await;
+    let after_leave = voters(&remaining[0], left);
+    assert!(!after_leave.is_empty());
+    for (number, voted) in &after_leave {
+        assert!(voted.len() >= 3, "block {number}: {} votes", voted.len());
+    }
     let _ = shutdown.send(true);
 }

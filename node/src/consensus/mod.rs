@@ -8,6 +8,8 @@
 //! Certificates of every kind verify under one rule: a quorum of the consensus node set in force
 //! at that height.
 
+#[cfg(test)]
+mod byzantine_tests;
 pub mod driver;
 #[cfg(test)]
 mod driver_tests;

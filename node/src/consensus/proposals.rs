@@ -158,6 +158,7 @@ mod tests {
             timestamp_ms: 0,
             system_config: SystemConfig::default(),
             consensus_nodes: vec![NodeKey::generate().node_id(), NodeKey::generate().node_id()],
+            observer_nodes: Vec::new(),
             admins: vec![],
             alloc: Default::default(),
         }

@@ -1,5 +1,6 @@
-//! The engine a consensus node runs: PBFT or Raft, whichever the system config puts in force,
-//! replaced at the height the chain scheduled a switch for.
+//! The engine a node runs: PBFT or Raft, whichever the system config puts in force, replaced at
+//! the height the chain scheduled a switch for; or none, while the node is an observer (not in
+//! the consensus node set), which follows the chain by block sync alone and never votes.
 //!
 //! Every node commits the block before the switch height with the old engine, then starts the
 //! new one at the switch height with the same node set: the switch height comes from committed
@@ -16,7 +17,7 @@ use std::collections::VecDeque;
 
 use alloy_primitives::{B256, Bytes};
 use bcos_consensus::{
-    Engine, EngineConfig, Proposal, Ready, StepError, Target, Validators,
+    Engine, EngineConfig, Proposal, Ready, RestoreError, StepError, Target, Validators,
     pbft::{Pbft, PbftMessage},
     raft::{Raft, RaftMessage},
 };
@@ -25,7 +26,7 @@ use bcos_sdk::{config::ConsensusMode, crypto::NodeKey};
 use super::driver::WireMessage;
 use crate::network::NodeId;
 
-/// Messages of the engine not running here, kept for a switch.
+/// Messages of an engine not running here, kept for a switch.
 const MAX_WAITING: usize = 1_024;
 
 /// A message of either engine, tagged on the wire with the engine it belongs to.
@@ -79,6 +80,10 @@ impl WireMessage for ConsensusMessage {
 enum Active {
     Pbft(Box<Pbft>),
     Raft(Box<Raft>),
+    /// Not a consensus node: decides nothing, waits for `height` to come by sync.
+    Observer {
+        height: u64,
+    },
 }
 
 /// The running engine and what it was started with.
@@ -92,22 +97,32 @@ pub struct ConsensusEngine {
 }
 
 impl ConsensusEngine {
-    /// Starts `mode` at `config.height`.
+    /// Starts `mode` at `config.height`, or observes when this node is not in the node set.
     pub fn new(mode: ConsensusMode, config: EngineConfig) -> Self {
         let (key, timeout_ms, since_height) = (config.key.clone(), config.timeout_ms, config.height);
-        let active = match mode {
-            ConsensusMode::Pbft => Active::Pbft(Box::new(Pbft::new(config))),
-            ConsensusMode::Raft => Active::Raft(Box::new(Raft::new(config))),
+        let active = if !config.validators.contains(&key.node_id()) {
+            Active::Observer { height: config.height }
+        } else {
+            match mode {
+                ConsensusMode::Pbft => Active::Pbft(Box::new(Pbft::new(config))),
+                ConsensusMode::Raft => Active::Raft(Box::new(Raft::new(config))),
+            }
         };
         Self { active, key, timeout_ms, since_height, waiting: VecDeque::new() }
     }
 
-    /// The running engine's mode.
-    pub fn mode(&self) -> ConsensusMode {
+    /// The running engine's mode; `None` while observing.
+    pub fn mode(&self) -> Option<ConsensusMode> {
         match self.active {
-            Active::Pbft(_) => ConsensusMode::Pbft,
-            Active::Raft(_) => ConsensusMode::Raft,
+            Active::Pbft(_) => Some(ConsensusMode::Pbft),
+            Active::Raft(_) => Some(ConsensusMode::Raft),
+            Active::Observer { .. } => None,
         }
+    }
+
+    /// `pbft`, `raft` or `observer`.
+    pub fn name(&self) -> &'static str {
+        self.mode().map_or("observer", ConsensusMode::as_str)
     }
 
     /// First height the running engine decided.
@@ -116,8 +131,8 @@ impl ConsensusEngine {
     }
 
     /// Moves past the committed block at `height`. When the configuration in force at
-    /// `height + 1` names another mode or timeout, replaces the engine with a fresh one starting
-    /// there and returns true.
+    /// `height + 1` names another mode or timeout, or this node joined or left the node set,
+    /// replaces the engine with a fresh one starting there and returns true.
     pub fn advance(
         &mut self,
         height: u64,
@@ -126,7 +141,8 @@ impl ConsensusEngine {
         timeout_ms: u64,
         now_ms: u64,
     ) -> bool {
-        if mode == self.mode() && timeout_ms == self.timeout_ms {
+        let role = validators.contains(&self.key.node_id()).then_some(mode);
+        if role == self.mode() && timeout_ms == self.timeout_ms {
             self.committed(height, validators);
             return false;
         }
@@ -151,16 +167,28 @@ fn wrap<M>(ready: Ready<M>, tag: fn(Box<M>) -> ConsensusMessage) -> Ready<Consen
         build: ready.build,
         check: ready.check,
         commit: ready.commit,
+        persist: ready.persist,
     }
 }
 
 impl Engine for ConsensusEngine {
     type Message = ConsensusMessage;
 
+    fn restore(&mut self, durable: &[u8]) -> Result<(), RestoreError> {
+        match &mut self.active {
+            Active::Pbft(engine) => engine.restore(durable),
+            Active::Raft(engine) => engine.restore(durable),
+            // An observer casts no votes, so nothing it saved as a voter binds it now; a fresh
+            // engine starts at a later height if it becomes a voter again.
+            Active::Observer { .. } => Ok(()),
+        }
+    }
+
     fn tick(&mut self, now_ms: u64) {
         match &mut self.active {
             Active::Pbft(engine) => engine.tick(now_ms),
             Active::Raft(engine) => engine.tick(now_ms),
+            Active::Observer { .. } => {}
         }
     }
 
@@ -168,8 +196,9 @@ impl Engine for ConsensusEngine {
         match (&mut self.active, message) {
             (Active::Pbft(engine), ConsensusMessage::Pbft(message)) => engine.step(from, *message),
             (Active::Raft(engine), ConsensusMessage::Raft(message)) => engine.step(from, *message),
+            // An observer keeps them too, for the engine it starts if it joins the node set.
             (_, other) => {
-                tracing::trace!(target: "consensus", %from, mode = %other.mode(), "kept a message of the other engine");
+                tracing::trace!(target: "consensus", %from, mode = %other.mode(), "kept a message of another engine");
                 if self.waiting.len() == MAX_WAITING {
                     self.waiting.pop_front();
                 }
@@ -183,6 +212,7 @@ impl Engine for ConsensusEngine {
         match &mut self.active {
             Active::Pbft(engine) => engine.proposal_built(proposal),
             Active::Raft(engine) => engine.proposal_built(proposal),
+            Active::Observer { .. } => {}
         }
     }
 
@@ -190,6 +220,7 @@ impl Engine for ConsensusEngine {
         match &mut self.active {
             Active::Pbft(engine) => engine.proposal_checked(hash, valid),
             Active::Raft(engine) => engine.proposal_checked(hash, valid),
+            Active::Observer { .. } => {}
         }
     }
 
@@ -197,6 +228,7 @@ impl Engine for ConsensusEngine {
         match &mut self.active {
             Active::Pbft(engine) => engine.committed(height, validators),
             Active::Raft(engine) => engine.committed(height, validators),
+            Active::Observer { height: next } => *next = height + 1,
         }
     }
 
@@ -204,6 +236,7 @@ impl Engine for ConsensusEngine {
         match &mut self.active {
             Active::Pbft(engine) => wrap(engine.ready(), ConsensusMessage::Pbft),
             Active::Raft(engine) => wrap(engine.ready(), ConsensusMessage::Raft),
+            Active::Observer { .. } => Ready::default(),
         }
     }
 
@@ -211,6 +244,7 @@ impl Engine for ConsensusEngine {
         match &self.active {
             Active::Pbft(engine) => engine.height(),
             Active::Raft(engine) => engine.height(),
+            Active::Observer { height } => *height,
         }
     }
 
@@ -218,6 +252,7 @@ impl Engine for ConsensusEngine {
         match &self.active {
             Active::Pbft(engine) => engine.round(),
             Active::Raft(engine) => engine.round(),
+            Active::Observer { .. } => 0,
         }
     }
 }
@@ -277,7 +312,7 @@ mod tests {
 
         // Block 1 was the last PBFT block; Raft is in force from block 2.
         assert!(engine.advance(1, validators(&keys), ConsensusMode::Raft, TIMEOUT_MS, 0));
-        assert_eq!((engine.mode(), engine.since_height(), engine.height()), (ConsensusMode::Raft, 2, 2));
+        assert_eq!((engine.mode(), engine.since_height(), engine.height()), (Some(ConsensusMode::Raft), 2, 2));
         let replies = engine.ready().messages;
         assert!(
             replies.iter().any(|(target, message)| *target == Target::Node(keys[0].node_id())
@@ -293,6 +328,6 @@ mod tests {
         assert!(!engine.advance(1, validators(&keys), ConsensusMode::Pbft, TIMEOUT_MS, 0));
         assert_eq!((engine.since_height(), engine.height()), (1, 2));
         assert!(engine.advance(2, validators(&keys), ConsensusMode::Pbft, 2 * TIMEOUT_MS, 0), "a new timeout");
-        assert_eq!((engine.mode(), engine.since_height(), engine.height()), (ConsensusMode::Pbft, 3, 3));
+        assert_eq!((engine.mode(), engine.since_height(), engine.height()), (Some(ConsensusMode::Pbft), 3, 3));
     }
 }

@@ -10,6 +10,7 @@
 //! needs no balance to transact, while value transfers still need a balance.
 
 mod db;
+pub mod registry;
 pub mod system;
 #[cfg(test)]
 mod tests;

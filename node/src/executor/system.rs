@@ -6,11 +6,11 @@
 //! executing block N sets `next` with `enable = N + 1` (`setValueByKey`) or a later height the
 //! caller chose (`setValueByKeyAt`), so every node applies it from the same block.
 
-use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy_primitives::{Address, Bytes, U256, keccak256};
 use alloy_sol_types::{SolCall, SolError, SolEvent, SolInterface, SolValue};
 use bcos_sdk::{
     config::{ConsensusMode, SystemConfig},
-    types::system::{ISystemConfig, SYSTEM_CONFIG_ADDRESS},
+    types::system::{ISystemConfig, NODE_REGISTRY_ADDRESS, SYSTEM_CONFIG_ADDRESS},
 };
 use revm::{
     context::{Cfg, ContextTr, JournalTr},
@@ -20,6 +20,7 @@ use revm::{
     primitives::{AddressSet, Log, hardfork::SpecId},
 };
 
+use super::registry::node_registry_call;
 use crate::storage::{StateReader, StorageError};
 
 /// The configuration keys, as named in `setValueByKey`.
@@ -160,34 +161,8 @@ pub fn genesis_storage(config: &SystemConfig, admins: &[Address]) -> Vec<(U256, 
     slots
 }
 
-fn consensus_node_slot(index: u64) -> U256 {
-    U256::from_be_bytes(keccak256(format!("bcos.consensus_nodes.{index}")).0)
-}
-
-fn consensus_node_count_slot() -> U256 {
-    U256::from_be_bytes(keccak256("bcos.consensus_nodes.count").0)
-}
-
-/// Storage of the consensus node list at genesis: a count and one slot per node id, in order.
-pub fn consensus_nodes_storage(nodes: &[B256]) -> Vec<(U256, U256)> {
-    let mut slots = vec![(consensus_node_count_slot(), U256::from(nodes.len()))];
-    slots.extend(nodes.iter().enumerate().map(|(i, id)| (consensus_node_slot(i as u64), U256::from_be_bytes(id.0))));
-    slots
-}
-
-/// Most consensus nodes a chain may list; bounds what a corrupt count could make a node read.
-pub const MAX_CONSENSUS_NODES: u64 = 1_000;
-
-/// The consensus node ids in committed state.
-pub fn read_consensus_nodes(state: &dyn StateReader) -> Result<Vec<B256>, StorageError> {
-    let count: u64 = state.storage(&SYSTEM_CONFIG_ADDRESS, &consensus_node_count_slot())?.saturating_to();
-    if count > MAX_CONSENSUS_NODES {
-        return Err(StorageError::Corrupt { table: "state", detail: format!("{count} consensus nodes") });
-    }
-    (0..count)
-        .map(|i| Ok(B256::from(state.storage(&SYSTEM_CONFIG_ADDRESS, &consensus_node_slot(i))?.to_be_bytes())))
-        .collect()
-}
+/// Addresses of the system contracts.
+pub const SYSTEM_CONTRACT_ADDRESSES: [Address; 2] = [SYSTEM_CONFIG_ADDRESS, NODE_REGISTRY_ADDRESS];
 
 /// Runtime code placed at system contract addresses: never executed (the precompile answers
 /// first), but it makes the accounts non-empty and lets Solidity's `extcodesize` checks pass.
@@ -211,7 +186,7 @@ impl SystemContracts {
 
     fn warm_set(eth: &EthPrecompiles) -> AddressSet {
         let mut warm = <EthPrecompiles as PrecompileProvider<revm::handler::MainnetContext<revm::database::EmptyDB>>>::warm_addresses(eth).clone();
-        warm.insert(SYSTEM_CONFIG_ADDRESS);
+        warm.extend(SYSTEM_CONTRACT_ADDRESSES);
         warm
     }
 }
@@ -231,11 +206,13 @@ impl<CTX: ContextTr<Cfg: Cfg<Spec = SpecId>>> PrecompileProvider<CTX> for System
     }
 
     fn run(&mut self, context: &mut CTX, inputs: &CallInputs) -> Result<Option<InterpreterResult>, String> {
-        if inputs.bytecode_address != SYSTEM_CONFIG_ADDRESS {
-            return <EthPrecompiles as PrecompileProvider<CTX>>::run(&mut self.eth, context, inputs);
-        }
+        let call = match inputs.bytecode_address {
+            SYSTEM_CONFIG_ADDRESS => system_config_call,
+            NODE_REGISTRY_ADDRESS => node_registry_call,
+            _ => return <EthPrecompiles as PrecompileProvider<CTX>>::run(&mut self.eth, context, inputs),
+        };
         let input = inputs.input.bytes(context);
-        system_config_call(context, inputs, &input).map(Some)
+        call(context, inputs, &input).map(Some)
     }
 
     fn warm_addresses(&self) -> &AddressSet {
@@ -247,8 +224,35 @@ impl<CTX: ContextTr<Cfg: Cfg<Spec = SpecId>>> PrecompileProvider<CTX> for System
     }
 }
 
-const READ_GAS: u64 = 5_000;
-const WRITE_GAS: u64 = 60_000;
+/// Gas of a call that only reads, and extra gas of one that writes.
+pub(super) const READ_GAS: u64 = 5_000;
+pub(super) const WRITE_GAS: u64 = 60_000;
+
+/// A system contract call that ran out of gas.
+pub(super) fn out_of_gas(mut gas: Gas) -> InterpreterResult {
+    gas.spend_all();
+    InterpreterResult::new(InstructionResult::PrecompileOOG, Bytes::new(), gas)
+}
+
+/// A system contract call refused with a Solidity `Error(string)` reason.
+pub(super) fn revert(gas: Gas, reason: String) -> InterpreterResult {
+    InterpreterResult::new(InstructionResult::Revert, alloy_sol_types::Revert::from(reason).abi_encode().into(), gas)
+}
+
+/// A successful system contract call.
+pub(super) fn ok(gas: Gas, output: Vec<u8>) -> InterpreterResult {
+    InterpreterResult::new(InstructionResult::Return, output.into(), gas)
+}
+
+/// Whether `account` is one of the chain's administrators.
+pub(super) fn is_admin<CTX: ContextTr>(context: &mut CTX, account: &Address) -> Result<bool, String> {
+    let journal = context.journal_mut();
+    // The journal reads storage only of accounts it loaded: the callee of another system
+    // contract's call is not this one.
+    journal.load_account(SYSTEM_CONFIG_ADDRESS).map_err(|e| e.to_string())?;
+    let load = journal.sload(SYSTEM_CONFIG_ADDRESS, admin_slot(account)).map_err(|e| e.to_string())?;
+    Ok(!load.data.is_zero())
+}
 
 /// One call to the system config contract. `Err` is reserved for database failures, which abort
 /// the block; everything a caller can get wrong is a revert with a reason.
@@ -258,18 +262,6 @@ fn system_config_call<CTX: ContextTr>(
     input: &[u8],
 ) -> Result<InterpreterResult, String> {
     let mut gas = Gas::new_with_regular_gas_and_reservoir(inputs.gas_limit, inputs.reservoir);
-    let out_of_gas = |mut gas: Gas| {
-        gas.spend_all();
-        InterpreterResult::new(InstructionResult::PrecompileOOG, Bytes::new(), gas)
-    };
-    let revert = |gas: Gas, reason: String| {
-        InterpreterResult::new(
-            InstructionResult::Revert,
-            alloy_sol_types::Revert::from(reason).abi_encode().into(),
-            gas,
-        )
-    };
-    let ok = |gas: Gas, output: Vec<u8>| InterpreterResult::new(InstructionResult::Return, output.into(), gas);
 
     if !gas.record_regular_cost(READ_GAS) {
         return Ok(out_of_gas(gas));
@@ -369,12 +361,12 @@ fn set_value<CTX: ContextTr>(
     if !gas.record_regular_cost(WRITE_GAS) {
         return Ok(Err(SetRefused::OutOfGas));
     }
+    if !is_admin(context, &inputs.caller)? {
+        return refuse(format!("{} is not a chain administrator", inputs.caller));
+    }
     let mut sload = |slot: U256| -> Result<U256, String> {
         context.journal_mut().sload(SYSTEM_CONFIG_ADDRESS, slot).map(|load| load.data).map_err(|e| e.to_string())
     };
-    if sload(admin_slot(&inputs.caller))?.is_zero() {
-        return refuse(format!("{} is not a chain administrator", inputs.caller));
-    }
     let Some(key) = ConfigKey::from_name(change.key) else {
         return refuse(format!("unknown key {:?}", change.key));
     };

@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use alloy_consensus::{TxEip1559, TxLegacy};
-use alloy_primitives::{Address, Bytes, TxKind, U256};
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
 use alloy_sol_types::{SolCall, SolEvent, SolValue};
 use bcos_sdk::{
     config::{ConsensusMode, Genesis, GenesisAccount, SystemConfig},
     crypto::{AccountKey, NodeKey},
     types::{
         RecoveredTx,
-        system::{ISystemConfig, SYSTEM_CONFIG_ADDRESS},
+        system::{INodeRegistry, ISystemConfig, NODE_REGISTRY_ADDRESS, SYSTEM_CONFIG_ADDRESS},
     },
 };
 use prometheus::Registry;
@@ -43,6 +43,7 @@ fn fixture() -> Fixture {
         timestamp_ms: 0,
         system_config: SystemConfig::default(),
         consensus_nodes: vec![consensus_node],
+        observer_nodes: Vec::new(),
         admins: vec![admin.address()],
         alloc: [(rich.address(), GenesisAccount { balance: U256::from(1_000), ..Default::default() })].into(),
     };
@@ -228,4 +229,58 @@ fn genesis_lists_the_consensus_nodes_on_chain() {
     let f = fixture();
     assert_eq!(f.chain.consensus_nodes().expect("readable"), vec![f.consensus_node]);
     assert_eq!(f.chain.system_config(), SystemConfig::default(), "every genesis value is on chain");
+}
+
+#[test]
+fn administrators_move_nodes_between_roles_from_the_next_block() {
+    let f = fixture();
+    let registry = TxKind::Call(NODE_REGISTRY_ADDRESS);
+    let (newcomer, stranger) = (B256::repeat_byte(0xa1), AccountKey::generate());
+    use INodeRegistry::{addConsensusNodeCall, addObserverNodeCall, removeNodeCall};
+    let txs = vec![
+        signed(&stranger, 0, registry, 0, addObserverNodeCall { nodeId: newcomer }.abi_encode()),
+        signed(&f.admin, 0, registry, 0, addObserverNodeCall { nodeId: newcomer }.abi_encode()),
+        signed(&f.admin, 1, registry, 0, addObserverNodeCall { nodeId: newcomer }.abi_encode()),
+        signed(&f.admin, 2, registry, 0, removeNodeCall { nodeId: f.consensus_node }.abi_encode()),
+        signed(&f.admin, 3, registry, 0, addConsensusNodeCall { nodeId: newcomer }.abi_encode()),
+        signed(&f.admin, 4, registry, 0, removeNodeCall { nodeId: B256::repeat_byte(0xee) }.abi_encode()),
+    ];
+    let executed = execute(&f, txs);
+    let reasons: Vec<Option<String>> = executed
+        .receipts
+        .iter()
+        .map(|r| (!r.success).then(|| decode_revert(&r.revert_output).unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            Some(format!("node registry: {} is not a chain administrator", stranger.address())),
+            None,
+            Some(format!("node registry: {newcomer} is already an observer node")),
+            Some("node registry: the last consensus node cannot leave".to_owned()),
+            None,
+            Some(format!("node registry: {} is not registered", B256::repeat_byte(0xee))),
+        ]
+    );
+    let log = &executed.receipts[4].logs[0];
+    let event = INodeRegistry::NodeChanged::decode_raw_log(log.topics.iter().copied(), &log.data).expect("event");
+    assert_eq!((event.nodeId, event.role.as_str()), (newcomer, "consensus"));
+
+    assert_eq!(f.chain.consensus_nodes().expect("read"), vec![f.consensus_node], "not before the block commits");
+    commit(&f, executed);
+    assert_eq!(f.chain.consensus_nodes().expect("read"), vec![f.consensus_node, newcomer]);
+    assert!(f.chain.observer_nodes().expect("read").is_empty(), "promoted, so no longer an observer");
+
+    // Now the genesis node may leave, and it can come back as an observer.
+    let executed = execute(
+        &f,
+        vec![
+            signed(&f.admin, 5, registry, 0, removeNodeCall { nodeId: f.consensus_node }.abi_encode()),
+            signed(&f.admin, 6, registry, 0, addObserverNodeCall { nodeId: f.consensus_node }.abi_encode()),
+        ],
+    );
+    assert!(executed.receipts.iter().all(|r| r.success));
+    commit(&f, executed);
+    assert_eq!(f.chain.consensus_nodes().expect("read"), vec![newcomer]);
+    assert_eq!(f.chain.observer_nodes().expect("read"), vec![f.consensus_node]);
 }

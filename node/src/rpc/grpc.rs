@@ -526,6 +526,7 @@ mod tests {
                 timestamp_ms: 1_700_000_000_000,
                 system_config: SystemConfig::default(),
                 consensus_nodes: vec![key.node_id()],
+                observer_nodes: Vec::new(),
                 admins: vec![Address::repeat_byte(0xad)],
                 alloc: Default::default(),
             };

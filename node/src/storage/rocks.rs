@@ -30,6 +30,7 @@ const COLUMN_FAMILIES: [&str; 9] =
     [CF_META, CF_HEADERS, CF_HASH_TO_NUMBER, CF_BODIES, CF_RECEIPTS, CF_QCS, CF_TX_INDEX, CF_STATE, CF_POOL];
 
 const META_HEAD: &[u8] = b"head";
+const META_CONSENSUS_STATE: &[u8] = b"consensus_state";
 const BLOCK_CACHE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Chain storage on RocksDB.
@@ -38,6 +39,9 @@ pub struct RocksStore {
     head: AtomicU64,
     has_head: std::sync::atomic::AtomicBool,
     sync_writes: bool,
+    /// Held from the head check to the head update of a commit, so two committers (consensus
+    /// and block sync) cannot both write the block after one head.
+    commit_lock: parking_lot::Mutex<()>,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -65,8 +69,13 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(*name, cf_options)
         });
         let db = DB::open_cf_descriptors(&options, path, descriptors)?;
-        let store =
-            Self { db, head: AtomicU64::new(0), has_head: std::sync::atomic::AtomicBool::new(false), sync_writes };
+        let store = Self {
+            db,
+            head: AtomicU64::new(0),
+            has_head: std::sync::atomic::AtomicBool::new(false),
+            sync_writes,
+            commit_lock: parking_lot::Mutex::new(()),
+        };
         if let Some(head) = store.db.get_cf(store.cf(CF_META), META_HEAD)? {
             store.head.store(codec::decode_u64(&head, CF_META)?, Ordering::Release);
             store.has_head.store(true, Ordering::Release);
@@ -87,6 +96,24 @@ impl RocksStore {
     fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
         // Every name used here is in COLUMN_FAMILIES, all of which `open` creates.
         self.db.cf_handle(name).unwrap_or_else(|| unreachable!("column family {name} is opened with the database"))
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.db.path().to_owned()
+    }
+
+    /// The consensus engine's durable state, as last saved.
+    pub fn consensus_state(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_META), META_CONSENSUS_STATE)?)
+    }
+
+    /// Replaces the consensus engine's durable state. The engine relies on it to never vote
+    /// twice, so it is written before any vote it covers is sent.
+    pub fn save_consensus_state(&self, state: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META), META_CONSENSUS_STATE, state);
+        self.write(batch)
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
@@ -150,6 +177,16 @@ impl StateReader for RocksStore {
 pub struct StateSnapshot<'a> {
     store: &'a RocksStore,
     snapshot: SnapshotWithThreadMode<'a, DB>,
+}
+
+impl StateSnapshot<'_> {
+    /// The head block number as of the snapshot (`None` before genesis).
+    pub fn head_number(&self) -> Result<Option<u64>> {
+        self.snapshot
+            .get_cf(self.store.cf(CF_META), META_HEAD)?
+            .map(|bytes| codec::decode_u64(&bytes, CF_META))
+            .transpose()
+    }
 }
 
 impl StateReader for StateSnapshot<'_> {
@@ -223,6 +260,7 @@ impl BlockReader for RocksStore {
 
 impl ChainWriter for RocksStore {
     fn commit_block(&self, block: &BlockWrite) -> Result<()> {
+        let _committing = self.commit_lock.lock();
         let number = block.header.number;
         let initialised = self.is_initialised();
         let head = self.head_number();

@@ -21,6 +21,7 @@ fn source_and_fresh(key: &NodeKey, blocks: u64) -> (TestNode, TestNode) {
         timestamp_ms: 0,
         system_config: SystemConfig::default(),
         consensus_nodes: vec![key.node_id()],
+        observer_nodes: Vec::new(),
         admins: vec![],
         alloc: Default::default(),
     };

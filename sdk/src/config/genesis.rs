@@ -174,6 +174,10 @@ pub struct Genesis {
     /// Node ids (Ed25519 public keys) of the initial consensus nodes.
     #[schemars(with = "Vec<String>")]
     pub consensus_nodes: Vec<B256>,
+    /// Node ids of the initial observer nodes, which receive and verify blocks but never vote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub observer_nodes: Vec<B256>,
     /// Accounts allowed to change system config.
     #[schemars(with = "Vec<String>")]
     pub admins: Vec<Address>,
@@ -207,6 +211,9 @@ impl Genesis {
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = self.consensus_nodes.iter().find(|id| !seen.insert(**id)) {
             return Err(FieldError::new("consensusNodes", format!("node {dup} is listed twice")));
+        }
+        if let Some(dup) = self.observer_nodes.iter().find(|id| !seen.insert(**id)) {
+            return Err(FieldError::new("observerNodes", format!("node {dup} is listed twice or is a consensus node")));
         }
         Ok(())
     }
@@ -255,6 +262,21 @@ alloc:
         assert!(err.starts_with("genesis.yaml: chainID: unknown field `chainID`"), "{err}");
         let err = parse(&VALID.replace("chainId: 20200\n", "")).unwrap_err().to_string();
         assert!(err.contains("missing field `chainId`"), "{err}");
+    }
+
+    #[test]
+    fn observers_are_optional_and_never_also_consensus_nodes() {
+        assert!(parse(VALID).expect("valid").observer_nodes.is_empty());
+        let consensus = "0x0101010101010101010101010101010101010101010101010101010101010101";
+        let observer = "0x0202020202020202020202020202020202020202020202020202020202020202";
+        let with = |list: &str| VALID.replace("admins:", &format!("observerNodes: [{list}]\nadmins:"));
+        let genesis = parse(&with(&format!("\"{observer}\""))).expect("valid");
+        assert_eq!(genesis.observer_nodes, vec![B256::repeat_byte(2)]);
+        let err = parse(&with(&format!("\"{consensus}\""))).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("genesis.yaml: observerNodes: node {consensus} is listed twice or is a consensus node")
+        );
     }
 
     #[test]

@@ -9,3 +9,8 @@ use alloy_primitives::{Address, address};
 pub const SYSTEM_CONFIG_ADDRESS: Address = address!("0000000000000000000000000000000000001000");
 
 alloy_sol_types::sol!("../contracts/system/ISystemConfig.sol");
+
+/// Address of the node registry contract.
+pub const NODE_REGISTRY_ADDRESS: Address = address!("0000000000000000000000000000000000001003");
+
+alloy_sol_types::sol!("../contracts/system/INodeRegistry.sol");

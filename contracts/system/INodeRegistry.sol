@@ -1,0 +1,22 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.0;
+
+/// The node registry at 0x0000000000000000000000000000000000001003: which nodes vote on blocks
+/// (consensus nodes) and which only receive and verify them (observer nodes). Node ids are the
+/// nodes' Ed25519 public keys. A change made in block N is in force from block N+1: block N+1 is
+/// agreed on, and its certificate checked, by the consensus nodes listed after block N.
+interface INodeRegistry {
+    /// Emitted on every change; `role` is `consensus`, `observer` or `removed`.
+    event NodeChanged(bytes32 indexed nodeId, string role);
+
+    /// The consensus nodes in force for the next block.
+    function consensusNodes() external view returns (bytes32[] memory);
+    /// The observer nodes.
+    function observerNodes() external view returns (bytes32[] memory);
+    /// Makes a node (new, or an observer) a consensus node; only the chain's administrators.
+    function addConsensusNode(bytes32 nodeId) external returns (int32);
+    /// Makes a node (new, or a consensus node) an observer; only the chain's administrators.
+    function addObserverNode(bytes32 nodeId) external returns (int32);
+    /// Removes a node from the chain; the last consensus node cannot be removed.
+    function removeNode(bytes32 nodeId) external returns (int32);
+}
