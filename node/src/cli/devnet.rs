@@ -32,6 +32,9 @@ pub struct DevnetArgs {
     /// Block interval of a new devnet, in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub block_interval_ms: u64,
+    /// Most transactions per block of a new devnet (smaller blocks keep latency low under load).
+    #[arg(long, default_value_t = SystemConfig::default().max_txs_per_block)]
+    pub max_txs_per_block: u64,
     /// JSON-RPC port of node 0 (node i uses this + i).
     #[arg(long, default_value_t = 8545)]
     pub rpc_port: u16,
@@ -105,6 +108,7 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
         timestamp_ms: crate::chain::now_ms(),
         system_config: SystemConfig {
             block_interval_ms: args.block_interval_ms,
+            max_txs_per_block: args.max_txs_per_block,
             consensus_mode: args.consensus,
             ..SystemConfig::default()
         },

@@ -1,7 +1,7 @@
 //! The pool itself.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, hash_map::Entry},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque, hash_map::Entry},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -18,6 +18,9 @@ use tokio::sync::{Notify, broadcast};
 
 /// Client transactions buffered for gossip; a slower gossip task skips ahead.
 const ADMITTED_CAPACITY: usize = 65_536;
+/// Hashes of recently committed transactions remembered, so gossip arriving after a block does
+/// not cost a signature recovery each.
+const RECENT_COMMITS: usize = 100_000;
 
 use super::{PoolError, PoolErrorKind};
 use crate::{
@@ -46,6 +49,29 @@ struct Inner {
     /// Ready transactions by the order in which they became ready.
     ready: BTreeMap<u64, B256>,
     next_seq: u64,
+    /// The last [`RECENT_COMMITS`] committed transaction hashes, oldest first, and as a set.
+    recent_commits: VecDeque<B256>,
+    recently_committed: HashSet<B256>,
+}
+
+impl Inner {
+    /// Whether gossip of this hash can be dropped unseen: pooled, or committed lately.
+    fn knows(&self, hash: &B256) -> bool {
+        self.by_hash.contains_key(hash) || self.recently_committed.contains(hash)
+    }
+
+    fn remember_committed(&mut self, hashes: impl IntoIterator<Item = B256>) {
+        for hash in hashes {
+            if self.recently_committed.insert(hash) {
+                self.recent_commits.push_back(hash);
+            }
+        }
+        while self.recent_commits.len() > RECENT_COMMITS {
+            if let Some(old) = self.recent_commits.pop_front() {
+                self.recently_committed.remove(&old);
+            }
+        }
+    }
 }
 
 struct Pooled {
@@ -152,8 +178,27 @@ impl TxPool {
     }
 
     /// Admits many raw transactions, recovering their senders in parallel: the path of gossip.
+    /// Transactions this pool holds or saw committed lately are refused as already known before
+    /// their signature is recovered: peers offer each transaction more than once.
     pub fn submit_many(&self, raws: &[&[u8]]) -> Vec<Result<B256, PoolError>> {
-        let checked: Vec<_> = raws.par_iter().map(|raw| self.check_stateless(raw)).collect();
+        // An EIP-2718 transaction's hash is the hash of its encoding.
+        let hashes: Vec<B256> = raws.par_iter().map(alloy_primitives::keccak256).collect();
+        let known: Vec<bool> = {
+            let inner = self.inner.lock();
+            hashes.iter().map(|hash| inner.knows(hash)).collect()
+        };
+        let checked: Vec<_> = raws
+            .par_iter()
+            .zip(&hashes)
+            .zip(&known)
+            .map(|((raw, hash), known)| {
+                if *known {
+                    Err(PoolError::new(Some(*hash), PoolErrorKind::AlreadyKnown))
+                } else {
+                    self.check_stateless(raw)
+                }
+            })
+            .collect();
         let mut results = Vec::with_capacity(raws.len());
         let mut valid = Vec::new();
         let mut slots = Vec::new();
@@ -418,6 +463,7 @@ impl TxPool {
         {
             let mut guard = self.inner.lock();
             let inner = &mut *guard;
+            inner.remember_committed(included.iter().map(|(_, _, hash)| *hash));
             for (sender, next_nonce) in next_nonces {
                 let Some(entry) = inner.senders.get_mut(&sender) else { continue };
                 entry.committed_nonce = entry.committed_nonce.max(next_nonce);
@@ -638,5 +684,19 @@ mod tests {
         assert!(results[0].is_ok());
         assert!(matches!(results[1].as_ref().map_err(|e| &e.kind), Err(PoolErrorKind::Invalid(_))));
         assert_eq!(results[2].as_ref().map_err(|e| e.kind.clone()), Err(PoolErrorKind::AlreadyKnown));
+    }
+
+    #[test]
+    fn gossip_of_pooled_or_committed_transactions_is_known_without_recovery() {
+        let f = fixture(TxPoolConfig::default());
+        let a = AccountKey::generate();
+        let first = tx(&a, 0, 0);
+        let hash = f.pool.submit(&first).expect("admitted");
+        let kind = |results: Vec<Result<B256, PoolError>>| results[0].as_ref().map_err(|e| e.kind.clone()).err();
+        assert_eq!(kind(f.pool.submit_many(&[&first])), Some(PoolErrorKind::AlreadyKnown));
+
+        f.pool.on_block_committed(&[(a.address(), 0, hash)], 30_000_000);
+        assert_eq!(f.pool.len(), 0);
+        assert_eq!(kind(f.pool.submit_many(&[&first])), Some(PoolErrorKind::AlreadyKnown), "committed lately");
     }
 }
