@@ -4,6 +4,20 @@
 //!
 //! The `bcos-node` binary is taken from `BCOS_NODE_BIN`, or else from the Cargo target directory
 //! this test binary was built in (build it first: `cargo build --bins`).
+//!
+//! [`Devnet`] runs `bcos-node devnet` (all nodes in one process). [`Cluster`] runs a chain of
+//! `bcos-node run` processes joined through TCP proxies ([`proxy`]), so tests can crash, pause and
+//! partition single nodes; [`checks`] compares their chains and [`Load`] keeps transactions
+//! flowing meanwhile.
+
+pub mod checks;
+mod cluster;
+mod load;
+pub mod proxy;
+
+pub use checks::BlockSummary;
+pub use cluster::{CHAIN_ID, Cluster, ClusterSpec};
+pub use load::{Asset, Load, LoadReport, Sent};
 
 use std::{
     io::{BufRead, BufReader},
@@ -123,21 +137,29 @@ impl Drop for Devnet {
     }
 }
 
-/// The first of `count` consecutive loopback ports that are free now.
+/// Ports below this are never handed out by the kernel for port 0 or outgoing connections
+/// (Linux's default `ip_local_port_range` starts at 32768).
+const EPHEMERAL_START: u16 = 32_768;
+/// Lowest port [`free_port_range`] picks.
+const FIXED_START: u16 = 20_000;
+
+/// The first of `count` consecutive loopback ports that are free now, below the kernel's
+/// ephemeral range and at a random place: nodes listen on such ports for their whole life,
+/// restarts included, so nothing the kernel hands out meanwhile (port 0 listeners, outgoing
+/// connections, other tests' nodes and proxies) can take one, and concurrent tests stay apart.
 pub fn free_port_range(count: u16) -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let base = probe.local_addr()?.port();
-        drop(probe);
-        if base > u16::MAX - count {
-            continue;
-        }
-        let all_free = (base..base + count).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
-        if all_free {
+    use std::hash::{BuildHasher, Hasher};
+    let span = EPHEMERAL_START - FIXED_START - count;
+    for attempt in 0..200u64 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(attempt);
+        hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+        let base = FIXED_START + u16::try_from(hasher.finish() % u64::from(span))?;
+        if (base..base + count).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()) {
             return Ok(base);
         }
     }
-    bail!("no {count} consecutive free ports")
+    bail!("no {count} consecutive free ports between {FIXED_START} and {EPHEMERAL_START}")
 }
 
 fn spawn_devnet(dir: &Path, extra_args: &[String], log: &Path) -> anyhow::Result<(Child, Vec<Endpoints>)> {

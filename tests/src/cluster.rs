@@ -1,0 +1,435 @@
+//! A consortium chain of N `bcos-node run` processes on loopback, with a TCP [`Proxy`] on every
+//! link between them, so tests can crash (SIGKILL), silence (SIGSTOP) and partition nodes.
+//!
+//! [`Cluster::start`] writes what `bcos-node devnet` would (node keys, one admin key, genesis and
+//! one `node.yaml` per node) into a temporary directory, except that node `i` knows node `j` at
+//! the proxy port of the link `(i, j)` rather than at `j`'s own peer-to-peer port. JSON-RPC, gRPC
+//! and metrics listen on port 0; each start prints the ports it got, which the cluster parses.
+//!
+//! The cluster pins the `bcos-node` binary when it starts (a hard link in its directory), so a
+//! rebuild of the shared target directory during a test cannot restart a node with another build.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use alloy::{
+    primitives::{B256, U256},
+    providers::RootProvider,
+};
+use anyhow::{Context, bail, ensure};
+use bcos_sdk::{
+    config::{
+        ConsensusMode, Genesis, GenesisAccount, GrpcConfig, MetricsConfig, NodeConfig, P2pConfig, PeerAddress,
+        RpcConfig, StorageConfig, SystemConfig, TxPoolConfig,
+    },
+    crypto::{AccountKey, NodeKey},
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+use crate::{Endpoints, free_port_range, node_binary, proxy::Proxy};
+
+/// How long a node may take to start and print its endpoints (generous: 2 shared cores).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Chain id of every cluster.
+pub const CHAIN_ID: u64 = 20200;
+/// Accounts funded at genesis, for tests and [`crate::Load`].
+const FUNDED_ACCOUNTS: usize = 8;
+/// Native balance of each funded account, in wei.
+const FUNDED_BALANCE: u128 = 1_000_000_000_000_000_000_000_000;
+/// Set this variable to keep the cluster's directory (keys, data, logs) after the test.
+const KEEP_ENV: &str = "BCOS_TEST_KEEP";
+
+/// What chain a [`Cluster`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterSpec {
+    /// Number of consensus nodes (each its own process).
+    pub nodes: usize,
+    /// Consensus algorithm.
+    pub consensus: ConsensusMode,
+    /// Block interval of the genesis system config.
+    pub block_interval_ms: u64,
+    /// Base consensus timeout of the genesis system config (PBFT view / Raft election timeout).
+    pub consensus_timeout_ms: u64,
+    /// Most transactions per block. Debug builds execute a few milliseconds per transfer, so a
+    /// block holding a whole backlog (after a stall) can take longer to build and re-execute
+    /// than a short view timeout; small blocks keep the fault tests within their timeouts.
+    pub max_txs_per_block: u64,
+}
+
+impl ClusterSpec {
+    /// `nodes` PBFT nodes with short timeouts, so fault tests stay quick.
+    pub fn pbft(nodes: usize) -> Self {
+        Self {
+            nodes,
+            consensus: ConsensusMode::Pbft,
+            block_interval_ms: 200,
+            consensus_timeout_ms: 1_000,
+            max_txs_per_block: 20,
+        }
+    }
+
+    /// `nodes` Raft nodes with short timeouts.
+    pub fn raft(nodes: usize) -> Self {
+        Self { consensus: ConsensusMode::Raft, ..Self::pbft(nodes) }
+    }
+
+    /// The consensus timeout as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.consensus_timeout_ms)
+    }
+}
+
+/// One node process and where its files are.
+struct Node {
+    binary: PathBuf,
+    id: B256,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    endpoints: Option<Endpoints>,
+    paused: bool,
+}
+
+/// A running chain of node processes joined through proxies. Dropping it kills every process.
+pub struct Cluster {
+    spec: ClusterSpec,
+    // Dropped in this order: processes, then proxies, then the directory.
+    nodes: Vec<Node>,
+    proxy: Proxy,
+    funded: Vec<[u8; 32]>,
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl Cluster {
+    /// Creates the chain in a new temporary directory and starts every node.
+    pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
+        ensure!(spec.nodes >= 2, "a cluster has at least two nodes");
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().to_owned();
+        let count = u16::try_from(spec.nodes).context("too many nodes")?;
+        let base = free_port_range(count)?;
+        let listen_ports: Vec<u16> = (0..count).map(|i| base + i).collect();
+        let proxy = Proxy::start(&listen_ports).await?;
+        let binary = pin_binary(&path)?;
+
+        let admin = AccountKey::generate();
+        admin.save_new(&path.join("admin.key"))?;
+        let keys: Vec<NodeKey> = (0..spec.nodes).map(|_| NodeKey::generate()).collect();
+        let funded: Vec<AccountKey> = (0..FUNDED_ACCOUNTS).map(|_| AccountKey::generate()).collect();
+        let genesis = Genesis {
+            chain_id: CHAIN_ID,
+            timestamp_ms: now_ms(),
+            system_config: SystemConfig {
+                block_interval_ms: spec.block_interval_ms,
+                consensus_mode: spec.consensus,
+                consensus_timeout_ms: spec.consensus_timeout_ms,
+                max_txs_per_block: spec.max_txs_per_block,
+                ..SystemConfig::default()
+            },
+            consensus_nodes: keys.iter().map(NodeKey::node_id).collect(),
+            observer_nodes: Vec::new(),
+            admins: vec![admin.address()],
+            alloc: funded
+                .iter()
+                .map(|key| {
+                    (key.address(), GenesisAccount { balance: U256::from(FUNDED_BALANCE), ..Default::default() })
+                })
+                .collect(),
+        };
+        genesis.save(&path.join("genesis.yaml"))?;
+
+        let mut nodes = Vec::new();
+        for (index, key) in keys.iter().enumerate() {
+            let node_dir = path.join(format!("node{index}"));
+            std::fs::create_dir_all(&node_dir)?;
+            key.save_new(&node_dir.join("node.key"))?;
+            let mut peers = Vec::new();
+            for (other, other_key) in keys.iter().enumerate() {
+                if let Some(port) = proxy.port(index, other) {
+                    peers.push(PeerAddress { node_id: other_key.node_id(), address: format!("127.0.0.1:{port}") });
+                }
+            }
+            let config = NodeConfig {
+                data_dir: PathBuf::from("data"),
+                genesis_file: PathBuf::from("../genesis.yaml"),
+                node_key_file: PathBuf::from("node.key"),
+                rpc: RpcConfig::on(([127, 0, 0, 1], 0).into()),
+                grpc: GrpcConfig { listen: ([127, 0, 0, 1], 0).into() },
+                metrics: MetricsConfig { listen: ([127, 0, 0, 1], 0).into() },
+                txpool: TxPoolConfig::default(),
+                storage: StorageConfig::default(),
+                p2p: Some(P2pConfig { listen: ([127, 0, 0, 1], listen_ports[index]).into(), peers }),
+            };
+            let config_file = node_dir.join("node.yaml");
+            config.save(&config_file)?;
+            nodes.push(Node {
+                binary: binary.clone(),
+                id: key.node_id(),
+                config: config_file,
+                log: path.join(format!("node{index}.log")),
+                child: None,
+                endpoints: None,
+                paused: false,
+            });
+        }
+        let mut cluster =
+            Self { spec, nodes, proxy, funded: funded.iter().map(AccountKey::secret).collect(), dir: Some(dir), path };
+        // Start every node at once: each spends most of its start-up opening its database.
+        let starts = cluster.nodes.iter().map(|node| spawn_node(&node.binary, &node.config, &node.log, node.id));
+        let started = futures::future::join_all(starts).await;
+        for (node, result) in cluster.nodes.iter_mut().zip(started) {
+            let (child, endpoints) = result?;
+            node.child = Some(child);
+            node.endpoints = Some(endpoints);
+        }
+        Ok(cluster)
+    }
+
+    /// The chain's spec.
+    pub fn spec(&self) -> ClusterSpec {
+        self.spec
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Always false: a cluster has nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Every node index.
+    pub fn all(&self) -> Vec<usize> {
+        (0..self.nodes.len()).collect()
+    }
+
+    /// Directory with the genesis, keys, node files, data and logs.
+    pub fn dir(&self) -> &Path {
+        &self.path
+    }
+
+    /// Node `i`'s node id.
+    pub fn node_id(&self, i: usize) -> B256 {
+        self.nodes[i].id
+    }
+
+    /// The index of the node with id `id`.
+    pub fn index_of(&self, id: &B256) -> Option<usize> {
+        self.nodes.iter().position(|node| node.id == *id)
+    }
+
+    /// Keys of accounts funded at genesis (the same for every call).
+    pub fn funded_accounts(&self) -> Vec<AccountKey> {
+        self.funded.iter().filter_map(|secret| AccountKey::from_secret(*secret)).collect()
+    }
+
+    /// The endpoints node `i` printed at its latest start; an error while it is killed.
+    pub fn endpoints(&self, i: usize) -> anyhow::Result<&Endpoints> {
+        self.nodes.get(i).and_then(|node| node.endpoints.as_ref()).with_context(|| format!("node {i} is not running"))
+    }
+
+    /// A JSON-RPC client of node `i` (without fillers: reads and raw transactions).
+    pub fn provider(&self, i: usize) -> anyhow::Result<RootProvider> {
+        Ok(RootProvider::new_http(self.endpoints(i)?.http.parse()?))
+    }
+
+    /// Whether node `i` is running and not paused.
+    pub fn is_live(&self, i: usize) -> bool {
+        self.nodes.get(i).is_some_and(|node| node.child.is_some() && !node.paused)
+    }
+
+    /// The nodes that are running and not paused.
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.is_live(i)).collect()
+    }
+
+    /// The proxies between the nodes.
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// Drops all traffic between nodes of `a` and nodes of `b` until [`Cluster::heal`].
+    pub fn cut(&self, a: &[usize], b: &[usize]) {
+        self.proxy.cut(a, b);
+    }
+
+    /// Lets all traffic through again.
+    pub fn heal(&self) {
+        self.proxy.heal();
+    }
+
+    /// Kills node `i` with SIGKILL, as a crash would, and reaps it.
+    pub async fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = self.nodes.get_mut(i).context("no such node")?;
+        if let Some(mut child) = node.child.take() {
+            child.start_kill().context("sending SIGKILL")?;
+            child.wait().await.context("reaping the killed node")?;
+        }
+        node.endpoints = None;
+        node.paused = false;
+        Ok(())
+    }
+
+    /// Starts node `i` again on the same directory (killing it first if it runs).
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill(i).await?;
+        let node = &mut self.nodes[i];
+        let (child, endpoints) = spawn_node(&node.binary, &node.config, &node.log, node.id).await?;
+        node.child = Some(child);
+        node.endpoints = Some(endpoints);
+        Ok(())
+    }
+
+    /// Stops node `i` with SIGSTOP: it keeps its connections but says and answers nothing.
+    pub async fn pause(&mut self, i: usize) -> anyhow::Result<()> {
+        self.signal(i, "-STOP").await?;
+        self.nodes[i].paused = true;
+        Ok(())
+    }
+
+    /// Lets a paused node `i` go on with SIGCONT.
+    pub async fn resume(&mut self, i: usize) -> anyhow::Result<()> {
+        self.signal(i, "-CONT").await?;
+        self.nodes[i].paused = false;
+        Ok(())
+    }
+
+    async fn signal(&self, i: usize, signal: &str) -> anyhow::Result<()> {
+        let pid = self
+            .nodes
+            .get(i)
+            .and_then(|node| node.child.as_ref())
+            .and_then(Child::id)
+            .with_context(|| format!("node {i} is not running"))?;
+        let status = Command::new("kill").arg(signal).arg(pid.to_string()).status().await?;
+        ensure!(status.success(), "kill {signal} {pid} failed: {status}");
+        Ok(())
+    }
+
+    /// Everything node `i` wrote to stderr so far, over all its starts.
+    pub fn log(&self, i: usize) -> String {
+        self.nodes.get(i).and_then(|node| std::fs::read_to_string(&node.log).ok()).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of every node's log, for failure messages.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for i in 0..self.nodes.len() {
+            let log = self.log(i);
+            let all: Vec<&str> = log.lines().collect();
+            out.push_str(&format!("--- node {i} ({}) ---\n", self.nodes[i].id));
+            for line in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(child) = node.child.as_mut() {
+                // SIGKILL also ends a stopped process.
+                let _ = child.start_kill();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        if (std::thread::panicking() || std::env::var_os(KEEP_ENV).is_some())
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!("cluster directory kept: {}", dir.keep().display());
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+/// Links (or else copies) the `bcos-node` binary into `dir`: a rebuild replaces the file in the
+/// target directory with a new one and leaves this one as it is.
+fn pin_binary(dir: &Path) -> anyhow::Result<PathBuf> {
+    let source = node_binary()?;
+    let pinned = dir.join("bcos-node");
+    if std::fs::hard_link(&source, &pinned).is_err() {
+        std::fs::copy(&source, &pinned).with_context(|| format!("copying {}", source.display()))?;
+    }
+    Ok(pinned)
+}
+
+/// Starts `bcos-node run` and waits for it to print its endpoints; stderr goes to `log`.
+async fn spawn_node(binary: &Path, config: &Path, log: &Path, id: B256) -> anyhow::Result<(Child, Endpoints)> {
+    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).context("opening node log")?;
+    let mut child = Command::new(binary)
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting bcos-node run")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let parsed = tokio::time::timeout(START_TIMEOUT, async {
+        let (mut printed_id, mut rpc, mut grpc, mut metrics) = (None, None, None, None);
+        while let Some(line) = lines.next_line().await? {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some("node:"), Some("id"), Some(id)) => printed_id = Some(id.parse::<B256>()?),
+                (Some("json-rpc"), Some(url), _) => rpc = url.strip_prefix("http://").map(str::to_owned),
+                (Some("grpc"), Some(url), _) => grpc = Some(url.to_owned()),
+                (Some("metrics"), Some(url), _) => metrics = url.strip_suffix("/metrics").map(str::to_owned),
+                _ => {}
+            }
+            if let (Some(printed_id), Some(rpc), Some(grpc), Some(metrics)) = (&printed_id, &rpc, &grpc, &metrics) {
+                ensure!(*printed_id == id, "node printed id {printed_id}, expected {id}");
+                return Ok(Endpoints {
+                    http: format!("http://{rpc}"),
+                    ws: format!("ws://{rpc}"),
+                    grpc: grpc.clone(),
+                    metrics: metrics.clone(),
+                });
+            }
+        }
+        bail!("node exited before printing its endpoints")
+    })
+    .await;
+    let endpoints = match parsed {
+        Ok(Ok(endpoints)) => endpoints,
+        Ok(Err(e)) => {
+            let _ = child.start_kill();
+            bail!("{e}; log {}:\n{}", log.display(), tail(log, 40))
+        }
+        Err(_) => {
+            let _ = child.start_kill();
+            bail!("node did not print its endpoints within {START_TIMEOUT:?}; log:\n{}", tail(log, 40))
+        }
+    };
+    // Keep reading stdout so the node never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, endpoints))
+}
+
+fn tail(file: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
