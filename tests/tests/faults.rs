@@ -221,13 +221,12 @@ async fn raft_split_majority_commits_minority_stalls_then_all_converge() -> anyh
 }
 
 /// A transaction a Raft follower acknowledged, journalled and had not passed on when it crashed
-/// must still commit after the follower restarts. It does not: the node restores it into its pool
-/// ("chain opened ... restored=1") but gossips only transactions clients submit after the start,
-/// and re-gossips waiting ones only while no block commits, which never happens on a follower of a
-/// healthy leader. PBFT is not affected: the restarted node proposes the transaction itself when
-/// it leads. The follower is isolated while the transaction arrives, so the test is deterministic.
+/// must still commit after the follower restarts: the node restores it into its pool, and offers
+/// peers again the ready transactions that stayed unconfirmed, whether or not blocks commit (on a
+/// follower of a healthy leader they do). PBFT would also get it in when the node leads; Raft
+/// only through gossip. The follower is isolated while the transaction arrives, so the test is
+/// deterministic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "node bug: transactions restored from the pool journal are never gossiped"]
 async fn raft_follower_passes_on_transactions_restored_after_a_crash() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(ClusterSpec::raft(3)).await?;
     cluster.wait_height(&cluster.all(), 2, PATIENCE).await?;
@@ -244,13 +243,12 @@ async fn raft_follower_passes_on_transactions_restored_after_a_crash() -> anyhow
 }
 
 /// A transaction a Raft follower accepted while cut off, which only becomes executable once the
-/// follower caught up, must still commit after the partition heals. It does not: while stuck the
-/// follower re-gossips only transactions that are ready on its own stale head (here none: the
-/// transfer's nonce follows one the cut-off follower never saw), and once the heal lets it sync it
-/// is no longer stuck, so the transfer, ready now, is never offered to the leader. Under a load
-/// sent to every node this strands every sender whose next nonce went to the minority.
+/// follower caught up, must still commit after the partition heals: while cut off it is not ready
+/// on the follower's stale head (its nonce follows one the follower never saw); once the heal lets
+/// the follower sync it becomes ready, stays unconfirmed, and is offered to the leader again.
+/// Without that, a load sent to every node would strand every sender whose next nonce went to the
+/// minority.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "node bug: transactions accepted during a partition are never gossiped after it heals"]
 async fn raft_follower_passes_on_transactions_accepted_while_cut_off() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterSpec::raft(3)).await?;
     cluster.wait_height(&cluster.all(), 2, PATIENCE).await?;

@@ -40,8 +40,8 @@ const SYNC_BATCH: u32 = 64;
 /// Client transactions gathered into one gossip batch, and how long a batch may wait.
 const GOSSIP_BATCH: usize = 1_000;
 const GOSSIP_DELAY: Duration = Duration::from_millis(20);
-/// How long ready transactions may wait without a commit before they are gossiped again.
-const STUCK_AFTER: Duration = Duration::from_secs(2);
+/// How long a ready transaction waits after it was offered to peers before it is offered again.
+const UNCONFIRMED_AFTER: Duration = Duration::from_secs(3);
 /// Most transactions accepted from one gossip batch.
 const MAX_GOSSIP_BATCH: usize = 10_000;
 
@@ -175,7 +175,7 @@ impl Driver {
                 }
                 _ = sync_timer.tick() => {
                     self.maybe_sync();
-                    self.regossip_if_stuck();
+                    self.regossip_unconfirmed();
                 }
                 received = admitted.recv() => match received {
                     Ok(raw) => {
@@ -197,16 +197,17 @@ impl Driver {
         }
     }
 
-    /// Gossip is best effort (a peer may have been unreachable when a transaction came in), so
-    /// while ready transactions wait and no block commits, offer the oldest of them again; peers
-    /// already holding them answer "already known" and nothing else happens.
-    fn regossip_if_stuck(&self) {
-        if self.last_progress.elapsed() < STUCK_AFTER || self.pool.ready_len() == 0 {
-            return;
-        }
+    /// Offers peers again the ready transactions that have waited [`UNCONFIRMED_AFTER`] since
+    /// they were last offered: gossip is best effort, and a transaction restored from the journal
+    /// or accepted while this node was cut off reached no one. Blocks committing meanwhile prove
+    /// nothing about these: a follower's pool is not what the leader builds from.
+    fn regossip_unconfirmed(&self) {
         let mut batch: Vec<Bytes> =
-            self.pool.ready_transactions(GOSSIP_BATCH).iter().map(|tx| tx.encoded().clone()).collect();
-        self.flush_gossip(&mut batch);
+            self.pool.take_unconfirmed(UNCONFIRMED_AFTER, GOSSIP_BATCH).iter().map(|tx| tx.encoded().clone()).collect();
+        if !batch.is_empty() {
+            tracing::debug!(target: "consensus", count = batch.len(), "offering waiting transactions again");
+            self.flush_gossip(&mut batch);
+        }
     }
 
     fn flush_gossip(&self, batch: &mut Vec<Bytes>) {

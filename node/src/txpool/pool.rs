@@ -6,6 +6,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use alloy_consensus::Transaction;
@@ -77,6 +78,8 @@ impl Inner {
 struct Pooled {
     tx: Arc<RecoveredTx>,
     ready_seq: Option<u64>,
+    /// When peers were last offered it (admission counts: the client path gossips at once).
+    offered_at: Instant,
 }
 
 struct SenderTxs {
@@ -404,7 +407,7 @@ impl TxPool {
             }
             return Err(PoolError::new(Some(hash), PoolErrorKind::PoolFull));
         }
-        inner.by_hash.insert(hash, Pooled { tx, ready_seq });
+        inner.by_hash.insert(hash, Pooled { tx, ready_seq, offered_at: Instant::now() });
         promote(inner, &sender);
         Ok(())
     }
@@ -414,6 +417,29 @@ impl TxPool {
     pub fn ready_transactions(&self, max: usize) -> Vec<Arc<RecoveredTx>> {
         let inner = self.inner.lock();
         inner.ready.values().take(max).filter_map(|hash| inner.by_hash.get(hash).map(|p| p.tx.clone())).collect()
+    }
+
+    /// Up to `max` ready transactions, oldest ready first, that peers were last offered at least
+    /// `age` ago, marked as offered now. Gossip is best effort (a peer may have been down or cut
+    /// off, or the transaction restored from the journal after a restart), so the driver offers
+    /// these again; peers that hold them answer "already known" at the cost of a hash.
+    pub fn take_unconfirmed(&self, age: Duration, max: usize) -> Vec<Arc<RecoveredTx>> {
+        let Some(cutoff) = Instant::now().checked_sub(age) else { return Vec::new() };
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let mut taken = Vec::new();
+        for hash in inner.ready.values() {
+            if taken.len() == max {
+                break;
+            }
+            if let Some(pooled) = inner.by_hash.get_mut(hash)
+                && pooled.offered_at <= cutoff
+            {
+                pooled.offered_at = Instant::now();
+                taken.push(pooled.tx.clone());
+            }
+        }
+        taken
     }
 
     /// Number of ready transactions.
@@ -684,6 +710,19 @@ mod tests {
         assert!(results[0].is_ok());
         assert!(matches!(results[1].as_ref().map_err(|e| &e.kind), Err(PoolErrorKind::Invalid(_))));
         assert_eq!(results[2].as_ref().map_err(|e| e.kind.clone()), Err(PoolErrorKind::AlreadyKnown));
+    }
+
+    #[test]
+    fn waiting_ready_transactions_are_offered_again_once_per_interval() {
+        let f = fixture(TxPoolConfig::default());
+        let a = AccountKey::generate();
+        let ready = f.pool.submit(&tx(&a, 0, 0)).expect("admitted");
+        f.pool.submit(&tx(&a, 2, 0)).expect("admitted, waits for nonce 1");
+        let hour = Duration::from_secs(3600);
+        assert!(f.pool.take_unconfirmed(hour, 10).is_empty(), "just offered on admission");
+        let hashes = |txs: Vec<Arc<RecoveredTx>>| txs.iter().map(|tx| tx.hash()).collect::<Vec<_>>();
+        assert_eq!(hashes(f.pool.take_unconfirmed(Duration::ZERO, 10)), vec![ready], "only ready ones");
+        assert!(f.pool.take_unconfirmed(hour, 10).is_empty(), "offered again just now");
     }
 
     #[test]
