@@ -230,6 +230,8 @@ pub struct Pbft {
     height: u64,
     view: u64,
     view_started_ms: u64,
+    /// When this node last broadcast its view change (and, as leader, its new-view).
+    view_change_sent_ms: u64,
     round: HeightState,
     view_state: ViewState,
     /// Messages for heights after the current one, with their senders, in arrival order.
@@ -262,6 +264,7 @@ impl Pbft {
             height: config.height,
             view: 0,
             view_started_ms: config.now_ms,
+            view_change_sent_ms: 0,
             round: HeightState::default(),
             view_state: ViewState::default(),
             buffered: Vec::new(),
@@ -439,8 +442,27 @@ impl Pbft {
         let view_change = ViewChange::new(&self.key, self.height, view, self.round.prepared.clone());
         let proposal = self.prepared_block(&view_change);
         self.broadcast(PbftMessage::ViewChange { view_change: view_change.clone(), proposal });
+        self.view_change_sent_ms = self.now_ms;
         self.round.view_changes.insert(self.id, view_change.clone());
         self.round.own_view_change = Some(view_change);
+    }
+
+    /// While this node's view change waits for its view to start, says it again (and, as that
+    /// view's leader, its new-view) every base timeout: a peer whose connection was down when it
+    /// first went out would otherwise wait for a longer timeout of its own. Repeating a signed
+    /// statement changes nothing else.
+    fn repeat_view_change(&mut self) {
+        let Some(own) = self.round.own_view_change.clone() else { return };
+        let waiting = own.new_view == self.view && self.view_state.accepted.is_none() && !self.round.decided;
+        if !waiting || self.now_ms < self.view_change_sent_ms.saturating_add(self.base_timeout_ms) {
+            return;
+        }
+        self.view_change_sent_ms = self.now_ms;
+        let proposal = self.prepared_block(&own);
+        self.broadcast(PbftMessage::ViewChange { view_change: own, proposal });
+        if let Some(new_view) = self.view_state.new_view_sent.clone() {
+            self.broadcast(PbftMessage::NewView(new_view));
+        }
     }
 
     /// The block a view change's certificate names, if this node holds it.
@@ -974,6 +996,7 @@ impl Engine for Pbft {
         if self.is_member() && !self.round.decided && self.now_ms >= self.view_deadline_ms() {
             self.start_view_change(self.view.saturating_add(1));
         }
+        self.repeat_view_change();
         self.progress();
     }
 

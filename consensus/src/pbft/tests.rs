@@ -290,12 +290,29 @@ fn view_timeouts_follow_the_backoff_table() {
         assert_eq!(engine.view_deadline_ms(), deadline);
         engine.tick(deadline - 1);
         assert_eq!(engine.round(), view, "not before the deadline");
+        // Meanwhile a long view repeats its view change every base timeout.
+        let _ = engine.ready();
         engine.tick(deadline);
         assert_eq!(engine.round(), view + 1);
         let expected = PbftMessage::ViewChange { view_change: f.view_change(0, view + 1, None), proposal: None };
         assert_eq!(broadcasts(&engine.ready()), vec![expected]);
         now = deadline;
     }
+}
+
+#[test]
+fn a_waiting_view_change_is_repeated_every_base_timeout_and_no_more() {
+    let f = Fixture::new(4);
+    let mut engine = f.engine(0);
+    engine.tick(TIMEOUT_MS);
+    let view_change = PbftMessage::ViewChange { view_change: f.view_change(0, 1, None), proposal: None };
+    assert_eq!(broadcasts(&engine.ready()), vec![view_change.clone()]);
+    engine.tick(2 * TIMEOUT_MS - 1);
+    assert!(broadcasts(&engine.ready()).is_empty(), "not within a base timeout");
+    engine.tick(2 * TIMEOUT_MS);
+    assert_eq!(broadcasts(&engine.ready()), vec![view_change.clone()], "the same statement again");
+    engine.tick(2 * TIMEOUT_MS + 10);
+    assert!(broadcasts(&engine.ready()).is_empty());
 }
 
 #[test]
