@@ -167,17 +167,3 @@ impl ConsensusMetrics {
         }
     }
 }
-
-/// Metrics of consensus and the network that other parts report.
-#[derive(Clone)]
-pub struct NodeInfoMetrics {
-    /// Connected peers.
-    pub peers: IntGauge,
-}
-
-impl NodeInfoMetrics {
-    /// Registers node-level metrics.
-    pub fn register(registry: &Registry) -> Self {
-        Self { peers: gauge(registry, "bcos_peers", "Connected peers") }
-    }
-}

@@ -1,4 +1,4 @@
-//! Network metrics, all named `bcos_network_*` (the node-level `bcos_peers` gauge is elsewhere).
+//! Network metrics, all named `bcos_network_*`.
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry, core::Collector};
 
