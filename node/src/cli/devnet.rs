@@ -17,9 +17,13 @@ use crate::service;
 /// Options of `devnet`.
 #[derive(Debug, Args)]
 pub struct DevnetArgs {
-    /// Number of nodes.
+    /// Number of consensus nodes.
     #[arg(long, default_value_t = 1)]
     pub nodes: u16,
+    /// Number of observer nodes (they follow the chain and serve RPC, but never vote); they come
+    /// after the consensus nodes in numbering and ports.
+    #[arg(long, default_value_t = 0)]
+    pub observers: u16,
     /// Consensus algorithm.
     #[arg(long, default_value = "pbft")]
     pub consensus: ConsensusMode,
@@ -61,7 +65,8 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
     let admin = AccountKey::generate();
     admin.save_new(&args.dir.join(ADMIN_KEY_FILE))?;
-    let keys: Vec<NodeKey> = (0..args.nodes).map(|_| NodeKey::generate()).collect();
+    let total = args.nodes.checked_add(args.observers).context("too many nodes")?;
+    let keys: Vec<NodeKey> = (0..total).map(|_| NodeKey::generate()).collect();
     // Base port 0 lets every node's listener pick a free port (it prints the one it got).
     let port = |base: u16, index: u16| -> anyhow::Result<u16> {
         if base == 0 {
@@ -69,21 +74,21 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
         }
         base.checked_add(index).context("port number overflows; choose lower base ports")
     };
-    if args.nodes > 1 && args.p2p_port == 0 {
+    if total > 1 && args.p2p_port == 0 {
         bail!("--p2p-port 0: peers must know each other's ports; give a base port");
     }
     let mut peers = Vec::new();
-    for (index, key) in (0..args.nodes).zip(&keys) {
+    for (index, key) in (0..total).zip(&keys) {
         peers.push(PeerAddress {
             node_id: key.node_id(),
             address: format!("127.0.0.1:{}", port(args.p2p_port, index)?),
         });
     }
-    for (index, key) in (0..args.nodes).zip(&keys) {
+    for (index, key) in (0..total).zip(&keys) {
         let dir = node_dir(&args.dir, index);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         key.save_new(&dir.join("node.key"))?;
-        let p2p = (args.nodes > 1).then(|| -> anyhow::Result<P2pConfig> {
+        let p2p = (total > 1).then(|| -> anyhow::Result<P2pConfig> {
             Ok(P2pConfig {
                 listen: ([127, 0, 0, 1], port(args.p2p_port, index)?).into(),
                 peers: peers.iter().filter(|p| p.node_id != key.node_id()).cloned().collect(),
@@ -103,6 +108,7 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
         config.save(&dir.join("node.yaml"))?;
     }
     let node_ids: Vec<_> = keys.iter().map(NodeKey::node_id).collect();
+    let (consensus_nodes, observer_nodes) = node_ids.split_at(usize::from(args.nodes));
     let genesis = Genesis {
         chain_id: args.chain_id,
         timestamp_ms: crate::chain::now_ms(),
@@ -112,8 +118,8 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
             consensus_mode: args.consensus,
             ..SystemConfig::default()
         },
-        consensus_nodes: node_ids,
-        observer_nodes: Vec::new(),
+        consensus_nodes: consensus_nodes.to_vec(),
+        observer_nodes: observer_nodes.to_vec(),
         admins: vec![admin.address()],
         alloc: Default::default(),
     };
@@ -142,7 +148,8 @@ pub(super) async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         admin.address(),
         args.dir.join(ADMIN_KEY_FILE).display()
     );
-    let node_count = u16::try_from(genesis.consensus_nodes.len()).context("too many nodes in genesis")?;
+    let node_count = u16::try_from(genesis.consensus_nodes.len() + genesis.observer_nodes.len())
+        .context("too many nodes in genesis")?;
     let mut nodes = Vec::new();
     for index in 0..node_count {
         let config = NodeConfig::load(&node_dir(&args.dir, index).join("node.yaml"))?;
