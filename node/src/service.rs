@@ -14,7 +14,7 @@ use tokio::{sync::watch, task::JoinSet};
 use crate::{
     chain::{Chain, ChainError, now_ms},
     consensus::{
-        driver::{Driver, registered_nodes},
+        driver::{Driver, Readiness, registered_nodes},
         solo::SoloSealer,
         switch::ConsensusEngine,
     },
@@ -90,12 +90,15 @@ pub struct RunningNode {
     rpc: jsonrpsee::server::ServerHandle,
 }
 
-struct NodeHealth;
+/// A single consensus node is its own quorum: once started it is as current as the chain. A
+/// node with peers is ready once it is current with them.
+struct NodeHealth {
+    consensus: Option<Arc<Readiness>>,
+}
 
 impl Health for NodeHealth {
     fn ready(&self) -> Result<(), String> {
-        // A single consensus node is its own quorum: once started it is as current as the chain.
-        Ok(())
+        self.consensus.as_ref().map_or(Ok(()), |readiness| readiness.check())
     }
 }
 
@@ -145,12 +148,6 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
             .await
             .map_err(|e| ServiceError::Io(std::io::Error::other(format!("grpc server: {e}"))))
     });
-    let metrics_shutdown = wait_for(shutdown_rx.clone());
-    let metrics_registry = registry.clone();
-    tasks.spawn(async move {
-        crate::metrics::serve(metrics_listener, metrics_registry, Arc::new(NodeHealth), metrics_shutdown).await?;
-        Ok(())
-    });
     let consensus_nodes = chain.consensus_nodes()?;
     let registered = registered_nodes(&chain)?;
     if !registered.contains(&node_id) {
@@ -158,11 +155,12 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
             "node {node_id} is neither a consensus nor an observer node of this chain; add it to the node registry first"
         )));
     }
-    match &config.p2p {
+    let consensus = match &config.p2p {
         None if consensus_nodes == [node_id] && registered == [node_id] => {
             let sealer = SoloSealer::new(chain, pool, key);
             let sealer_shutdown = shutdown_rx.clone();
             tasks.spawn(async move { sealer.run(sealer_shutdown).await.map_err(ServiceError::from) });
+            None
         }
         None => {
             return Err(ServiceError::Unsupported(format!(
@@ -170,8 +168,14 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
                 registered.len()
             )));
         }
-        Some(p2p) => start_consensus(p2p, &key, chain, pool, &registry, &mut tasks, shutdown_rx.clone()).await?,
-    }
+        Some(p2p) => Some(start_consensus(p2p, &key, chain, pool, &registry, &mut tasks, shutdown_rx.clone()).await?),
+    };
+    let metrics_shutdown = wait_for(shutdown_rx.clone());
+    let health = Arc::new(NodeHealth { consensus });
+    tasks.spawn(async move {
+        crate::metrics::serve(metrics_listener, registry, health, metrics_shutdown).await?;
+        Ok(())
+    });
 
     Ok(RunningNode {
         endpoints: Endpoints { rpc: rpc_addr, grpc: grpc_addr, metrics: metrics_addr },
@@ -192,7 +196,7 @@ async fn start_consensus(
     registry: &Registry,
     tasks: &mut JoinSet<Result<(), ServiceError>>,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), ServiceError> {
+) -> Result<Arc<Readiness>, ServiceError> {
     let mut bootstrap = Vec::new();
     for peer in &p2p.peers {
         bootstrap.push((peer.node_id, peer_multiaddr(peer)?));
@@ -217,8 +221,9 @@ async fn start_consensus(
     restore_engine(&mut engine, &chain)?;
     tracing::info!(target: "service", role = engine.name(), height = engine.height(), "consensus started");
     let driver = Driver::new(engine, chain, pool, network.clone(), key, registry)?;
+    let readiness = driver.readiness();
     tasks.spawn(async move { driver.run(events, shutdown).await.map_err(ServiceError::from) });
-    Ok(())
+    Ok(readiness)
 }
 
 /// Gives the engine what it saved before the node stopped.

@@ -8,7 +8,14 @@
 //! [`crate::sync`] when peers are ahead. After every commit it hands the engine the configuration
 //! in force for the next height, which is where a scheduled consensus switch happens.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use alloy_primitives::{B256, Bytes};
 use bcos_consensus::{BuildRequest, Commit, Engine, Proposal, Target, Validators};
@@ -53,6 +60,27 @@ pub trait WireMessage: Sized + Clone + Send + 'static {
     fn from_wire(bytes: &[u8]) -> Result<Self, String>;
 }
 
+/// Blocks a peer may be ahead before this node counts as behind (not ready).
+const READY_LAG: u64 = 2;
+
+/// Whether this node is current with its peers, for the readiness probe.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    caught_up: AtomicBool,
+}
+
+impl Readiness {
+    /// `Ok` once the node committed a block with its peers or found none ahead of it; an error
+    /// saying why not otherwise (starting, or catching up by sync).
+    pub fn check(&self) -> Result<(), String> {
+        if self.caught_up.load(Ordering::Acquire) { Ok(()) } else { Err("not caught up with peers yet".into()) }
+    }
+
+    fn set(&self, caught_up: bool) {
+        self.caught_up.store(caught_up, Ordering::Release);
+    }
+}
+
 /// Results of work done off the driver's task.
 enum Work {
     Built(BuildRequest, Result<ExecutedProposal, ChainError>),
@@ -70,6 +98,7 @@ pub struct Driver {
     metrics: ConsensusMetrics,
     /// The registry's nodes as last given to the network.
     registered: Vec<NodeId>,
+    readiness: Arc<Readiness>,
     executed: HashMap<B256, ExecutedProposal>,
     build_request: Option<BuildRequest>,
     building: bool,
@@ -119,6 +148,7 @@ impl Driver {
             node_id: key.node_id(),
             metrics,
             registered,
+            readiness: Arc::default(),
             executed: HashMap::new(),
             build_request: None,
             building: false,
@@ -128,6 +158,11 @@ impl Driver {
             work_rx,
             admitted,
         })
+    }
+
+    /// What the readiness probe reads.
+    pub fn readiness(&self) -> Arc<Readiness> {
+        self.readiness.clone()
     }
 
     /// Runs until `shutdown` turns true or the chain fails.
@@ -297,7 +332,7 @@ impl Driver {
             Work::Synced(result) => {
                 self.syncing = false;
                 match result {
-                    Ok(0) => {}
+                    Ok(0) => self.readiness.set(true),
                     Ok(applied) => tracing::info!(target: "sync", applied, "caught up from peers"),
                     // Consensus committed the same height meanwhile.
                     Err(sync::SyncError::Chain(ChainError::HeadMoved { .. })) => {}
@@ -425,6 +460,8 @@ impl Driver {
     /// Moves the engine past the new head, switching engines where the configuration in force
     /// for the next height says so.
     fn after_commit(&mut self) -> Result<(), ChainError> {
+        // Committing with the quorum, or after sync reached the best peer's head.
+        self.readiness.set(true);
         self.executed.clear();
         self.last_progress = Instant::now();
         let head = self.chain.head()?.number;
@@ -480,8 +517,9 @@ impl Driver {
         self.syncing = true;
         let (network, chain, pool, tx) =
             (self.network.clone(), self.chain.clone(), self.pool.clone(), self.work_tx.clone());
+        let readiness = self.readiness.clone();
         tokio::spawn(async move {
-            let result = sync_from(&network, &chain, &pool, &peers).await;
+            let result = sync_from(&network, &chain, &pool, &peers, &readiness).await;
             let _ = tx.send(Work::Synced(result));
         });
     }
@@ -505,6 +543,7 @@ async fn sync_from(
     chain: &Arc<Chain>,
     pool: &Arc<TxPool>,
     peers: &[NodeId],
+    readiness: &Readiness,
 ) -> Result<usize, sync::SyncError> {
     let mut best: Option<(NodeId, u64)> = None;
     for peer in peers {
@@ -517,6 +556,9 @@ async fn sync_from(
         }
     }
     let Some((peer, height)) = best else { return Ok(0) };
+    if height > chain.head()?.number + READY_LAG {
+        readiness.set(false);
+    }
     let mut applied = 0;
     loop {
         let head = chain.head()?.number;
