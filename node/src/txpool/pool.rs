@@ -75,6 +75,16 @@ impl Inner {
     }
 }
 
+/// Whether admitted transactions go to the pool journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Journal {
+    /// A client's: it was told the transaction is accepted, so a restart must not lose it.
+    Write,
+    /// A peer's gossip: the node the client chose journalled it and offers it again until it
+    /// commits, so writing it here too would only double the pool's disk traffic.
+    Skip,
+}
+
 struct Pooled {
     tx: Arc<RecoveredTx>,
     ready_seq: Option<u64>,
@@ -162,7 +172,7 @@ impl TxPool {
     /// Admits one raw transaction: the path of `eth_sendRawTransaction`.
     pub fn submit(&self, raw: &[u8]) -> Result<B256, PoolError> {
         let result = self.check_stateless(raw).and_then(|tx| {
-            self.admit(vec![tx]).pop().unwrap_or_else(|| {
+            self.admit(vec![tx], Journal::Write).pop().unwrap_or_else(|| {
                 Err(PoolError::new(None, PoolErrorKind::Storage("admission returned no result".into())))
             })
         });
@@ -182,7 +192,8 @@ impl TxPool {
 
     /// Admits many raw transactions, recovering their senders in parallel: the path of gossip.
     /// Transactions this pool holds or saw committed lately are refused as already known before
-    /// their signature is recovered: peers offer each transaction more than once.
+    /// their signature is recovered: peers offer each transaction more than once. Gossiped
+    /// transactions are not journalled (see [`Journal::Skip`]).
     pub fn submit_many(&self, raws: &[&[u8]]) -> Vec<Result<B256, PoolError>> {
         // An EIP-2718 transaction's hash is the hash of its encoding.
         let hashes: Vec<B256> = raws.par_iter().map(alloy_primitives::keccak256).collect();
@@ -215,7 +226,7 @@ impl TxPool {
                 Err(e) => results.push(Err(e)),
             }
         }
-        for (slot, result) in slots.into_iter().zip(self.admit(valid)) {
+        for (slot, result) in slots.into_iter().zip(self.admit(valid, Journal::Skip)) {
             results[slot] = result;
         }
         results.iter().for_each(|r| self.record(r));
@@ -256,7 +267,7 @@ impl TxPool {
 
     /// Stateful checks, journal, then insertion. The journal write happens between two short
     /// critical sections so that no lock is held during I/O.
-    fn admit(&self, txs: Vec<RecoveredTx>) -> Vec<Result<B256, PoolError>> {
+    fn admit(&self, txs: Vec<RecoveredTx>, journal: Journal) -> Vec<Result<B256, PoolError>> {
         let mut results: Vec<Result<B256, PoolError>> = Vec::with_capacity(txs.len());
         let mut accepted = Vec::new();
         let mut in_batch = HashSet::new();
@@ -279,8 +290,13 @@ impl TxPool {
         if accepted.is_empty() {
             return results;
         }
-        let stored: Vec<StoredTx> = accepted.iter().map(StoredTx::from_recovered).collect();
-        if let Err(e) = self.journal.journal_pool_insert(&stored) {
+        let stored: Vec<StoredTx> = match journal {
+            Journal::Write => accepted.iter().map(StoredTx::from_recovered).collect(),
+            Journal::Skip => Vec::new(),
+        };
+        if !stored.is_empty()
+            && let Err(e) = self.journal.journal_pool_insert(&stored)
+        {
             let error = storage_error(e);
             for result in results.iter_mut().filter(|r| r.is_ok()) {
                 *result = Err(PoolError { hash: result.as_ref().ok().copied(), kind: error.kind.clone() });
@@ -699,6 +715,18 @@ mod tests {
         assert_eq!(restarted.restore().expect("restore"), 3);
         assert_eq!(ready_nonces(&restarted), vec![(a.address(), 0), (a.address(), 1)]);
         assert_eq!(restarted.len(), 3);
+    }
+
+    #[test]
+    fn only_client_transactions_are_journalled() {
+        let f = fixture(TxPoolConfig::default());
+        let (client, peer) = (AccountKey::generate(), AccountKey::generate());
+        f.pool.submit(&tx(&client, 0, 0)).expect("admitted");
+        assert!(f.pool.submit_many(&[&tx(&peer, 0, 0)])[0].is_ok());
+        assert_eq!(f.pool.len(), 2);
+        let restarted = reopen(&f.store, TxPoolConfig::default());
+        assert_eq!(restarted.restore().expect("restore"), 1);
+        assert_eq!(ready_nonces(&restarted), vec![(client.address(), 0)], "the peer's origin keeps its own");
     }
 
     #[test]
