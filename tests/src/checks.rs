@@ -1,5 +1,6 @@
 //! Checks over a [`Cluster`]'s chain through JSON-RPC: heights, progress and stalls, block
-//! proposers, probe transfers, and that every node holds the same chain.
+//! proposers, probe transfers, quorum certificates, and that every node holds the same chain;
+//! and through each node's Prometheus endpoint, which consensus engine it runs.
 //!
 //! Every request has a time limit, so a paused node fails a check instead of hanging it.
 
@@ -7,12 +8,15 @@ use std::time::{Duration, Instant};
 
 use alloy::{
     consensus::TxEip1559,
-    primitives::{Address, B256, TxKind, U256},
+    primitives::{Address, B256, Bytes, TxKind, U64, U256},
     providers::Provider,
     rpc::types::TransactionReceipt,
 };
 use anyhow::{Context, bail, ensure};
-use bcos_sdk::crypto::AccountKey;
+use bcos_sdk::{
+    crypto::{AccountKey, verify_node_signature},
+    types::QuorumCertificate,
+};
 
 use crate::{Cluster, cluster::CHAIN_ID, wait_for};
 
@@ -37,6 +41,86 @@ pub struct BlockSummary {
     pub proposer: B256,
     /// Hashes of the block's transactions, in order.
     pub transactions: Vec<B256>,
+}
+
+/// A block's quorum certificate as a node reports it (`bcos_getQuorumCertificate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// The certified block's hash.
+    pub block_hash: B256,
+    /// Its height.
+    pub number: u64,
+    /// PBFT view or Raft term the votes were cast in.
+    pub round: u64,
+    /// Voters' node ids with their signatures, in the certificate's order.
+    pub votes: Vec<(B256, Bytes)>,
+}
+
+impl Certificate {
+    /// The voters' node ids.
+    pub fn voters(&self) -> Vec<B256> {
+        self.votes.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// Whether `node` voted.
+    pub fn has_voter(&self, node: &B256) -> bool {
+        self.votes.iter().any(|(id, _)| id == node)
+    }
+
+    /// Checks that the certificate is for `block_hash`, every signature verifies against the
+    /// voter's node id, nobody voted twice, and at least `quorum` voters, all from `members`.
+    pub fn verify(&self, block_hash: B256, members: &[B256], quorum: usize) -> anyhow::Result<()> {
+        let number = self.number;
+        ensure!(self.block_hash == block_hash, "certificate of block {number} is for {}", self.block_hash);
+        let message = QuorumCertificate::signing_message(self.block_hash, number, self.round);
+        let mut seen = std::collections::HashSet::new();
+        for (id, signature) in &self.votes {
+            ensure!(seen.insert(*id), "{id} voted twice for block {number}");
+            ensure!(members.contains(id), "{id} voted for block {number} but is not a consensus node");
+            ensure!(verify_node_signature(id, &message, signature), "bad signature of {id} on block {number}");
+        }
+        ensure!(self.votes.len() >= quorum, "block {number} has {} votes, below {quorum}", self.votes.len());
+        Ok(())
+    }
+}
+
+/// What a node's Prometheus endpoint says about its consensus engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineMetrics {
+    /// The engine running (`bcos_consensus_engine{mode} == 1`): `pbft`, `raft` or `observer`.
+    pub engine: Option<String>,
+    /// First height the running engine decided (`bcos_consensus_engine_since_height`).
+    pub since_height: u64,
+    /// Engine switches since the node started (`bcos_consensus_switches_total`).
+    pub switches: u64,
+    /// Committed height (`bcos_block_height`).
+    pub height: u64,
+}
+
+impl EngineMetrics {
+    /// Reads the consensus metrics out of a Prometheus text exposition.
+    pub fn parse(text: &str) -> Self {
+        let mut metrics = Self { engine: None, since_height: 0, switches: 0, height: 0 };
+        for line in text.lines().filter(|line| !line.starts_with('#')) {
+            let Some((name, value)) = line.rsplit_once(' ') else { continue };
+            let Ok(value) = value.parse::<f64>() else { continue };
+            // Gauges and counters of heights and switches are whole numbers.
+            let whole = value as u64;
+            if let Some(mode) = name.strip_prefix("bcos_consensus_engine{mode=\"").and_then(|m| m.strip_suffix("\"}")) {
+                if value == 1.0 {
+                    metrics.engine = Some(mode.to_owned());
+                }
+                continue;
+            }
+            match name {
+                "bcos_consensus_engine_since_height" => metrics.since_height = whole,
+                "bcos_consensus_switches_total" => metrics.switches = whole,
+                "bcos_block_height" => metrics.height = whole,
+                _ => {}
+            }
+        }
+        metrics
+    }
 }
 
 async fn limited<T, E>(what: &str, future: impl IntoFuture<Output = Result<T, E>>) -> anyhow::Result<T>
@@ -236,6 +320,117 @@ impl Cluster {
         receipt.context("no node to wait on")
     }
 
+    /// Block `number`'s quorum certificate as node `i` stores it, if it has the block.
+    pub async fn certificate(&self, i: usize, number: u64) -> anyhow::Result<Option<Certificate>> {
+        let provider = self.provider(i)?;
+        let what = format!("certificate of block {number} on node {i}");
+        let request =
+            provider.raw_request::<_, serde_json::Value>("bcos_getQuorumCertificate".into(), (format!("{number:#x}"),));
+        let qc = limited(&what, request).await?;
+        if qc.is_null() {
+            return Ok(None);
+        }
+        let field = |name: &str| qc.get(name).cloned().with_context(|| format!("{what}: no {name} in {qc}"));
+        let mut votes = Vec::new();
+        for vote in field("votes")?.as_array().with_context(|| format!("{what}: votes are no list"))? {
+            let id = vote.get("nodeId").cloned().context("vote without nodeId")?;
+            let signature = vote.get("signature").cloned().context("vote without signature")?;
+            votes.push((serde_json::from_value(id)?, serde_json::from_value(signature)?));
+        }
+        Ok(Some(Certificate {
+            block_hash: serde_json::from_value(field("blockHash")?)?,
+            number: serde_json::from_value::<U64>(field("number")?)?.to(),
+            round: serde_json::from_value::<U64>(field("round")?)?.to(),
+            votes,
+        }))
+    }
+
+    /// Checks the certificates of blocks `from..=to` on node `i`: each is for the block node `i`
+    /// holds at that height and verifies with at least `quorum` votes of `members` (see
+    /// [`Certificate::verify`]). Returns them.
+    pub async fn assert_certificates(
+        &self,
+        i: usize,
+        from: u64,
+        to: u64,
+        members: &[B256],
+        quorum: usize,
+    ) -> anyhow::Result<Vec<Certificate>> {
+        let mut certificates = Vec::new();
+        for number in from..=to {
+            let block = self.block(i, number).await?.with_context(|| format!("node {i} has no block {number}"))?;
+            let qc = self
+                .certificate(i, number)
+                .await?
+                .with_context(|| format!("node {i} has no certificate of block {number}"))?;
+            qc.verify(block.hash, members, quorum).with_context(|| format!("on node {i}"))?;
+            certificates.push(qc);
+        }
+        Ok(certificates)
+    }
+
+    /// Waits until the certificate of some block above `after`, on some node of `on`, carries a
+    /// vote of node `voter`; returns that block's height.
+    pub async fn wait_vote(&self, on: &[usize], voter: usize, after: u64, timeout: Duration) -> anyhow::Result<u64> {
+        let id = self.node_id(voter);
+        let deadline = Instant::now() + timeout;
+        let mut checked = vec![after; on.len()];
+        loop {
+            for (k, &i) in on.iter().enumerate() {
+                let Ok(head) = self.height(i).await else { continue };
+                while checked[k] < head {
+                    let number = checked[k] + 1;
+                    let Ok(Some(qc)) = self.certificate(i, number).await else { break };
+                    if qc.has_voter(&id) {
+                        return Ok(number);
+                    }
+                    checked[k] = number;
+                }
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no vote of node {voter} on blocks {after}..={checked:?} of nodes {on:?} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Node `i`'s consensus metrics.
+    pub async fn engine_metrics(&self, i: usize) -> anyhow::Result<EngineMetrics> {
+        let url = format!("{}/metrics", self.endpoints(i)?.metrics);
+        let what = format!("metrics of node {i}");
+        let response = limited(&what, alloy::transports::http::reqwest::get(&url)).await?;
+        let text = limited(&what, response.text()).await?;
+        Ok(EngineMetrics::parse(&text))
+    }
+
+    /// Waits until every node of `nodes` runs the engine `name` (`pbft`, `raft` or `observer`);
+    /// returns their metrics then, in order.
+    pub async fn wait_engine(
+        &self,
+        nodes: &[usize],
+        name: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<EngineMetrics>> {
+        let waited = wait_for(&format!("nodes {nodes:?} running {name}"), timeout, || async {
+            let all = futures::future::join_all(nodes.iter().map(|&i| self.engine_metrics(i))).await;
+            let all: Vec<EngineMetrics> = all.into_iter().filter_map(Result::ok).collect();
+            let done = all.len() == nodes.len() && all.iter().all(|m| m.engine.as_deref() == Some(name));
+            Ok(done.then_some(all))
+        })
+        .await;
+        match waited {
+            Ok(all) => Ok(all),
+            Err(e) => {
+                let mut now = Vec::new();
+                for &i in nodes {
+                    now.push(format!("node {i}: {:?}", self.engine_metrics(i).await));
+                }
+                Err(e.context(format!("engines now: {}", now.join(", "))))
+            }
+        }
+    }
+
     /// The heights of `nodes` as far as they answer, for error messages.
     pub async fn describe_heights(&self, nodes: &[usize]) -> String {
         let mut out = Vec::new();
@@ -246,5 +441,46 @@ impl Cluster {
             });
         }
         out.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_metrics_are_read_from_the_exposition() {
+        let text = "# HELP bcos_consensus_engine The consensus engine running\n\
+                    # TYPE bcos_consensus_engine gauge\n\
+                    bcos_consensus_engine{mode=\"observer\"} 0\n\
+                    bcos_consensus_engine{mode=\"pbft\"} 0\n\
+                    bcos_consensus_engine{mode=\"raft\"} 1\n\
+                    bcos_consensus_engine_since_height 13\n\
+                    bcos_consensus_switches_total 1\n\
+                    bcos_block_height 21\n\
+                    bcos_block_height_other 99\n";
+        let metrics = EngineMetrics::parse(text);
+        assert_eq!(metrics, EngineMetrics { engine: Some("raft".into()), since_height: 13, switches: 1, height: 21 });
+        assert_eq!(EngineMetrics::parse("").engine, None);
+    }
+
+    #[test]
+    fn a_certificate_verifies_only_with_good_signatures_of_members() {
+        let keys: Vec<bcos_sdk::crypto::NodeKey> = (0..3).map(|_| bcos_sdk::crypto::NodeKey::generate()).collect();
+        let members: Vec<B256> = keys.iter().map(bcos_sdk::crypto::NodeKey::node_id).collect();
+        let hash = B256::repeat_byte(7);
+        let message = QuorumCertificate::signing_message(hash, 5, 1);
+        let votes = keys.iter().map(|key| (key.node_id(), key.sign(&message))).collect();
+        let qc = Certificate { block_hash: hash, number: 5, round: 1, votes };
+        qc.verify(hash, &members, 3).expect("valid");
+        assert!(qc.verify(B256::repeat_byte(8), &members, 3).is_err(), "another block");
+        assert!(qc.verify(hash, &members, 4).is_err(), "below the quorum");
+        assert!(qc.verify(hash, &members[..2], 2).is_err(), "a voter outside the members");
+        let mut forged = qc.clone();
+        forged.round = 2;
+        assert!(forged.verify(hash, &members, 3).is_err(), "signatures of another round");
+        let mut twice = qc.clone();
+        twice.votes.push(qc.votes[0].clone());
+        assert!(twice.verify(hash, &members, 3).is_err(), "a voter twice");
     }
 }

@@ -6,6 +6,9 @@
 //! the proxy port of the link `(i, j)` rather than at `j`'s own peer-to-peer port. JSON-RPC, gRPC
 //! and metrics listen on port 0; each start prints the ports it got, which the cluster parses.
 //!
+//! [`ClusterSpec::observers`] adds observer nodes to the genesis: processes after the consensus
+//! nodes, wired the same way, that follow the chain by sync and never vote.
+//!
 //! The cluster pins the `bcos-node` binary when it starts (a hard link in its directory), so a
 //! rebuild of the shared target directory during a test cannot restart a node with another build.
 
@@ -42,14 +45,19 @@ pub const CHAIN_ID: u64 = 20200;
 const FUNDED_ACCOUNTS: usize = 8;
 /// Native balance of each funded account, in wei.
 const FUNDED_BALANCE: u128 = 1_000_000_000_000_000_000_000_000;
+/// Each node's data directory, inside its node directory.
+const DATA_DIR: &str = "data";
 /// Set this variable to keep the cluster's directory (keys, data, logs) after the test.
 const KEEP_ENV: &str = "BCOS_TEST_KEEP";
 
 /// What chain a [`Cluster`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterSpec {
-    /// Number of consensus nodes (each its own process).
+    /// Number of consensus nodes in the genesis (each its own process, indices `0..nodes`).
     pub nodes: usize,
+    /// Number of observer nodes in the genesis (each its own process, indices after the
+    /// consensus nodes).
+    pub observers: usize,
     /// Consensus algorithm.
     pub consensus: ConsensusMode,
     /// Block interval of the genesis system config.
@@ -67,6 +75,7 @@ impl ClusterSpec {
     pub fn pbft(nodes: usize) -> Self {
         Self {
             nodes,
+            observers: 0,
             consensus: ConsensusMode::Pbft,
             block_interval_ms: 200,
             consensus_timeout_ms: 1_000,
@@ -77,6 +86,11 @@ impl ClusterSpec {
     /// `nodes` Raft nodes with short timeouts.
     pub fn raft(nodes: usize) -> Self {
         Self { consensus: ConsensusMode::Raft, ..Self::pbft(nodes) }
+    }
+
+    /// The same chain with `observers` observer nodes in the genesis.
+    pub fn with_observers(self, observers: usize) -> Self {
+        Self { observers, ..self }
     }
 
     /// The consensus timeout as a duration.
@@ -113,7 +127,8 @@ impl Cluster {
         ensure!(spec.nodes >= 2, "a cluster has at least two nodes");
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_owned();
-        let count = u16::try_from(spec.nodes).context("too many nodes")?;
+        let total = spec.nodes + spec.observers;
+        let count = u16::try_from(total).context("too many nodes")?;
         let base = free_port_range(count)?;
         let listen_ports: Vec<u16> = (0..count).map(|i| base + i).collect();
         let proxy = Proxy::start(&listen_ports).await?;
@@ -121,7 +136,8 @@ impl Cluster {
 
         let admin = AccountKey::generate();
         admin.save_new(&path.join("admin.key"))?;
-        let keys: Vec<NodeKey> = (0..spec.nodes).map(|_| NodeKey::generate()).collect();
+        let keys: Vec<NodeKey> = (0..total).map(|_| NodeKey::generate()).collect();
+        let ids: Vec<B256> = keys.iter().map(NodeKey::node_id).collect();
         let funded: Vec<AccountKey> = (0..FUNDED_ACCOUNTS).map(|_| AccountKey::generate()).collect();
         let genesis = Genesis {
             chain_id: CHAIN_ID,
@@ -133,8 +149,8 @@ impl Cluster {
                 max_txs_per_block: spec.max_txs_per_block,
                 ..SystemConfig::default()
             },
-            consensus_nodes: keys.iter().map(NodeKey::node_id).collect(),
-            observer_nodes: Vec::new(),
+            consensus_nodes: ids[..spec.nodes].to_vec(),
+            observer_nodes: ids[spec.nodes..].to_vec(),
             admins: vec![admin.address()],
             alloc: funded
                 .iter()
@@ -157,7 +173,7 @@ impl Cluster {
                 }
             }
             let config = NodeConfig {
-                data_dir: PathBuf::from("data"),
+                data_dir: PathBuf::from(DATA_DIR),
                 genesis_file: PathBuf::from("../genesis.yaml"),
                 node_key_file: PathBuf::from("node.key"),
                 rpc: RpcConfig::on(([127, 0, 0, 1], 0).into()),
@@ -212,9 +228,37 @@ impl Cluster {
         (0..self.nodes.len()).collect()
     }
 
+    /// The nodes the genesis made consensus nodes.
+    pub fn genesis_consensus(&self) -> Vec<usize> {
+        (0..self.spec.nodes).collect()
+    }
+
+    /// The nodes the genesis made observers.
+    pub fn genesis_observers(&self) -> Vec<usize> {
+        (self.spec.nodes..self.nodes.len()).collect()
+    }
+
     /// Directory with the genesis, keys, node files, data and logs.
     pub fn dir(&self) -> &Path {
         &self.path
+    }
+
+    /// The key of the chain's administrator (the genesis `admins`).
+    pub fn admin_key(&self) -> anyhow::Result<AccountKey> {
+        Ok(AccountKey::load(&self.path.join("admin.key"))?)
+    }
+
+    /// Node `i`'s data directory (the `data_dir` of its `node.yaml`).
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.path.join(format!("node{i}")).join(DATA_DIR)
+    }
+
+    /// Deletes node `i`'s data directory (blocks, state, pool journal, consensus state), keeping
+    /// its key and configuration: restarted, it starts from the genesis. It must be killed.
+    pub fn delete_data(&self, i: usize) -> anyhow::Result<()> {
+        ensure!(self.nodes.get(i).is_some_and(|node| node.child.is_none()), "node {i} still runs");
+        let dir = self.data_dir(i);
+        std::fs::remove_dir_all(&dir).with_context(|| format!("deleting {}", dir.display()))
     }
 
     /// Node `i`'s node id.

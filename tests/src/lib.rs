@@ -8,14 +8,16 @@
 //! [`Devnet`] runs `bcos-node devnet` (all nodes in one process). [`Cluster`] runs a chain of
 //! `bcos-node run` processes joined through TCP proxies ([`proxy`]), so tests can crash, pause and
 //! partition single nodes; [`checks`] compares their chains and [`Load`] keeps transactions
-//! flowing meanwhile.
+//! flowing meanwhile. [`admin`] reconfigures a running cluster as its administrator (consensus
+//! switches, node registry changes); [`checks`] also reads quorum certificates and engine metrics.
 
+pub mod admin;
 pub mod checks;
 mod cluster;
 mod load;
 pub mod proxy;
 
-pub use checks::BlockSummary;
+pub use checks::{BlockSummary, Certificate, EngineMetrics};
 pub use cluster::{CHAIN_ID, Cluster, ClusterSpec};
 pub use load::{Asset, Load, LoadReport, Sent};
 
@@ -257,5 +259,13 @@ pub mod system_config {
     alloy::sol!(
         #[sol(rpc)]
         "../contracts/system/ISystemConfig.sol"
+    );
+}
+
+/// Client bindings of the node registry contract.
+pub mod node_registry {
+    alloy::sol!(
+        #[sol(rpc)]
+        "../contracts/system/INodeRegistry.sol"
     );
 }
