@@ -35,7 +35,7 @@ use anyhow::{Context, ensure};
 use bcos_sdk::crypto::AccountKey;
 use tokio::task::JoinHandle;
 
-use crate::{Cluster, checks::REQUEST_TIMEOUT, cluster::CHAIN_ID, erc20::ERC20, wait_for};
+use crate::{Cluster, ClusterSpec, checks::REQUEST_TIMEOUT, cluster::CHAIN_ID, erc20::ERC20, wait_for};
 
 /// JSON-RPC error codes of the node's pool that mean the transaction is already there or in.
 const TX_ALREADY_KNOWN: i64 = -32008;
@@ -99,6 +99,15 @@ pub struct LoadReport {
 impl Load {
     /// Time between two transfers.
     pub const INTERVAL: Duration = Duration::from_millis(100);
+
+    /// Starts a cluster, waits for its first blocks, and starts a load against every node.
+    pub async fn on_new_cluster(spec: ClusterSpec, patience: Duration) -> anyhow::Result<(Cluster, Self)> {
+        let cluster = Cluster::start(spec).await?;
+        cluster.wait_height(&cluster.all(), 2, patience).await?;
+        let load = Self::start(&cluster, 0, &cluster.all()).await?;
+        load.wait_sent(8, patience).await?;
+        Ok((cluster, load))
+    }
 
     /// Deploys the token through node `setup_via`, funds the senders, and starts sending to
     /// `targets`.

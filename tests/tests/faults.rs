@@ -18,15 +18,6 @@ fn others(cluster: &Cluster, excluded: &[usize]) -> Vec<usize> {
     cluster.all().into_iter().filter(|i| !excluded.contains(i)).collect()
 }
 
-/// Starts a cluster, waits for its first blocks and starts a load against every node.
-async fn start(spec: ClusterSpec) -> anyhow::Result<(Cluster, Load)> {
-    let cluster = Cluster::start(spec).await?;
-    cluster.wait_height(&cluster.all(), 2, PATIENCE).await?;
-    let load = Load::start(&cluster, 0, &cluster.all()).await?;
-    load.wait_sent(8, PATIENCE).await?;
-    Ok((cluster, load))
-}
-
 /// Polls the height of `node` until it reaches `goal`; returns the longest time the height stood
 /// still meanwhile.
 async fn longest_stall(cluster: &Cluster, node: usize, goal: u64, timeout: Duration) -> anyhow::Result<Duration> {
@@ -60,7 +51,7 @@ async fn finish(cluster: &Cluster, load: &mut Load, test: &str) -> anyhow::Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pbft_keeps_committing_with_a_crashed_node_which_then_catches_up() -> anyhow::Result<()> {
-    let (mut cluster, mut load) = start(ClusterSpec::pbft(4)).await?;
+    let (mut cluster, mut load) = Load::on_new_cluster(ClusterSpec::pbft(4), PATIENCE).await?;
     let victim = 3;
     let live = others(&cluster, &[victim]);
     // Killed while the load still sends to it: what it acknowledged but had not gossiped yet is
@@ -84,7 +75,7 @@ async fn pbft_keeps_committing_with_a_crashed_node_which_then_catches_up() -> an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pbft_replaces_a_silent_leader_within_a_few_view_timeouts() -> anyhow::Result<()> {
-    let (mut cluster, mut load) = start(ClusterSpec::pbft(4)).await?;
+    let (mut cluster, mut load) = Load::on_new_cluster(ClusterSpec::pbft(4), PATIENCE).await?;
     let timeout = cluster.spec().timeout();
     let (leader, _) = cluster.latest_proposer(0).await?;
     let live = others(&cluster, &[leader]);
@@ -115,7 +106,7 @@ async fn pbft_replaces_a_silent_leader_within_a_few_view_timeouts() -> anyhow::R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pbft_with_two_of_four_down_stops_without_forking_and_resumes() -> anyhow::Result<()> {
-    let (mut cluster, mut load) = start(ClusterSpec::pbft(4)).await?;
+    let (mut cluster, mut load) = Load::on_new_cluster(ClusterSpec::pbft(4), PATIENCE).await?;
     let timeout = cluster.spec().timeout();
     let down = [2, 3];
     let live = others(&cluster, &down);
@@ -140,7 +131,7 @@ async fn pbft_with_two_of_four_down_stops_without_forking_and_resumes() -> anyho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_reelects_after_losing_the_leader_and_another_node() -> anyhow::Result<()> {
-    let (mut cluster, mut load) = start(ClusterSpec::raft(5)).await?;
+    let (mut cluster, mut load) = Load::on_new_cluster(ClusterSpec::raft(5), PATIENCE).await?;
     let (leader, _) = cluster.latest_proposer(0).await?;
     let down = [leader, (leader + 1) % cluster.len()];
     let live = others(&cluster, &down);
@@ -174,7 +165,7 @@ async fn raft_reelects_after_losing_the_leader_and_another_node() -> anyhow::Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pbft_split_two_and_two_stalls_and_heals_without_fork() -> anyhow::Result<()> {
-    let (cluster, mut load) = start(ClusterSpec::pbft(4)).await?;
+    let (cluster, mut load) = Load::on_new_cluster(ClusterSpec::pbft(4), PATIENCE).await?;
     let timeout = cluster.spec().timeout();
     let (a, b) = ([0, 1], [2, 3]);
     cluster.cut(&a, &b);
@@ -192,7 +183,7 @@ async fn pbft_split_two_and_two_stalls_and_heals_without_fork() -> anyhow::Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_split_majority_commits_minority_stalls_then_all_converge() -> anyhow::Result<()> {
-    let (cluster, mut load) = start(ClusterSpec::raft(5)).await?;
+    let (cluster, mut load) = Load::on_new_cluster(ClusterSpec::raft(5), PATIENCE).await?;
     let timeout = cluster.spec().timeout();
     // The leader goes to the minority, so the majority has to elect a new one.
     let (leader, _) = cluster.latest_proposer(0).await?;

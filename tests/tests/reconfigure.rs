@@ -34,15 +34,6 @@ fn bft_quorum(n: usize) -> usize {
     n - (n - 1) / 3
 }
 
-/// Starts a cluster, waits for its first blocks and starts a load against every node.
-async fn start(spec: ClusterSpec) -> anyhow::Result<(Cluster, Load)> {
-    let cluster = Cluster::start(spec).await?;
-    cluster.wait_height(&cluster.all(), 2, PATIENCE).await?;
-    let load = Load::start(&cluster, 0, &cluster.all()).await?;
-    load.wait_sent(8, PATIENCE).await?;
-    Ok((cluster, load))
-}
-
 /// The highest height among `nodes`.
 async fn head(cluster: &Cluster, nodes: &[usize]) -> anyhow::Result<u64> {
     Ok(cluster.heights(nodes).await?.into_iter().max().unwrap_or_default())
@@ -62,7 +53,7 @@ async fn finish(cluster: &Cluster, load: &mut Load, nodes: &[usize], test: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pbft_raft_pbft_under_load_loses_and_duplicates_nothing() -> anyhow::Result<()> {
-    let (cluster, mut load) = start(ClusterSpec::pbft(4)).await?;
+    let (cluster, mut load) = Load::on_new_cluster(ClusterSpec::pbft(4), PATIENCE).await?;
     let all = cluster.all();
 
     let to_raft = cluster.schedule_consensus(0, ConsensusMode::Raft, SWITCH_AHEAD).await?;
@@ -101,7 +92,7 @@ async fn pbft_raft_pbft_under_load_loses_and_duplicates_nothing() -> anyhow::Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_observer_and_an_empty_node_sync_and_verify_certificates() -> anyhow::Result<()> {
-    let (mut cluster, mut load) = start(ClusterSpec::pbft(4).with_observers(1)).await?;
+    let (mut cluster, mut load) = Load::on_new_cluster(ClusterSpec::pbft(4).with_observers(1), PATIENCE).await?;
     let consensus = cluster.genesis_consensus();
     let observer = cluster.genesis_observers()[0];
     let members = ids(&cluster, &consensus);
@@ -146,7 +137,7 @@ async fn an_observer_and_an_empty_node_sync_and_verify_certificates() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_observer_promoted_by_the_registry_joins_the_quorum() -> anyhow::Result<()> {
-    let (cluster, mut load) = start(ClusterSpec::pbft(4).with_observers(1)).await?;
+    let (cluster, mut load) = Load::on_new_cluster(ClusterSpec::pbft(4).with_observers(1), PATIENCE).await?;
     let observer = cluster.genesis_observers()[0];
     let founders = cluster.genesis_consensus();
 
@@ -189,7 +180,7 @@ async fn an_observer_promoted_by_the_registry_joins_the_quorum() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_down_across_a_switch_syncs_over_it_and_runs_the_new_engine() -> anyhow::Result<()> {
-    let (mut cluster, mut load) = start(ClusterSpec::pbft(4)).await?;
+    let (mut cluster, mut load) = Load::on_new_cluster(ClusterSpec::pbft(4), PATIENCE).await?;
     let all = cluster.all();
     let victim = 3;
     let live = others(&cluster, &[victim]);
@@ -220,7 +211,7 @@ async fn a_node_down_across_a_switch_syncs_over_it_and_runs_the_new_engine() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_promotes_an_observer_and_goes_on_without_its_removed_leader() -> anyhow::Result<()> {
-    let (cluster, mut load) = start(ClusterSpec::pbft(4).with_observers(1)).await?;
+    let (cluster, mut load) = Load::on_new_cluster(ClusterSpec::pbft(4).with_observers(1), PATIENCE).await?;
     let observer = cluster.genesis_observers()[0];
     let founders = cluster.genesis_consensus();
     let to_raft = cluster.schedule_consensus(0, ConsensusMode::Raft, SWITCH_AHEAD).await?;

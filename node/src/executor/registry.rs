@@ -7,7 +7,7 @@
 //! state, so they are in force from block N+1 on every node.
 
 use alloy_primitives::{B256, U256, keccak256};
-use alloy_sol_types::{SolCall, SolEvent, SolInterface, SolValue};
+use alloy_sol_types::{SolCall, SolEvent, SolValue};
 use bcos_sdk::types::system::{INodeRegistry, NODE_REGISTRY_ADDRESS};
 use revm::{
     context::{ContextTr, JournalTr},
@@ -15,7 +15,7 @@ use revm::{
     primitives::Log,
 };
 
-use super::system::{READ_GAS, WRITE_GAS, is_admin, ok, out_of_gas, revert};
+use super::system::{WRITE_GAS, decode_call, is_admin, ok, out_of_gas, revert};
 use crate::storage::{StateReader, StorageError};
 
 /// Most nodes one role may list; bounds what a corrupt count could make a node read.
@@ -111,18 +111,11 @@ pub(super) fn node_registry_call<CTX: ContextTr>(
     input: &[u8],
 ) -> Result<InterpreterResult, String> {
     let mut gas = Gas::new_with_regular_gas_and_reservoir(inputs.gas_limit, inputs.reservoir);
-    if !gas.record_regular_cost(READ_GAS) {
-        return Ok(out_of_gas(gas));
-    }
-    if inputs.target_address != NODE_REGISTRY_ADDRESS {
-        return Ok(revert(gas, "node registry: delegatecall is not allowed".into()));
-    }
-    if inputs.transfers_value() {
-        return Ok(revert(gas, "node registry: not payable".into()));
-    }
-    let Ok(call) = INodeRegistry::INodeRegistryCalls::abi_decode(input) else {
-        return Ok(revert(gas, "node registry: unknown function or malformed arguments".into()));
-    };
+    let call: INodeRegistry::INodeRegistryCalls =
+        match decode_call(inputs, input, NODE_REGISTRY_ADDRESS, "node registry", &mut gas) {
+            Ok(call) => call,
+            Err(refused) => return Ok(refused),
+        };
     use INodeRegistry::INodeRegistryCalls as Call;
     let (node, role) = match call {
         Call::consensusNodes(_) => {

@@ -244,6 +244,27 @@ pub(super) fn ok(gas: Gas, output: Vec<u8>) -> InterpreterResult {
     InterpreterResult::new(InstructionResult::Return, output.into(), gas)
 }
 
+/// What every system contract call starts with: the read charge, and refusals of a delegatecall,
+/// of value, and of an unknown function (`name` prefixes the reasons).
+pub(super) fn decode_call<C: SolInterface>(
+    inputs: &CallInputs,
+    input: &[u8],
+    address: Address,
+    name: &str,
+    gas: &mut Gas,
+) -> Result<C, InterpreterResult> {
+    if !gas.record_regular_cost(READ_GAS) {
+        return Err(out_of_gas(*gas));
+    }
+    if inputs.target_address != address {
+        return Err(revert(*gas, format!("{name}: delegatecall is not allowed")));
+    }
+    if inputs.transfers_value() {
+        return Err(revert(*gas, format!("{name}: not payable")));
+    }
+    C::abi_decode(input).map_err(|_| revert(*gas, format!("{name}: unknown function or malformed arguments")))
+}
+
 /// Whether `account` is one of the chain's administrators.
 pub(super) fn is_admin<CTX: ContextTr>(context: &mut CTX, account: &Address) -> Result<bool, String> {
     let journal = context.journal_mut();
@@ -262,19 +283,11 @@ fn system_config_call<CTX: ContextTr>(
     input: &[u8],
 ) -> Result<InterpreterResult, String> {
     let mut gas = Gas::new_with_regular_gas_and_reservoir(inputs.gas_limit, inputs.reservoir);
-
-    if !gas.record_regular_cost(READ_GAS) {
-        return Ok(out_of_gas(gas));
-    }
-    if inputs.target_address != SYSTEM_CONFIG_ADDRESS {
-        return Ok(revert(gas, "system config: delegatecall is not allowed".into()));
-    }
-    if inputs.transfers_value() {
-        return Ok(revert(gas, "system config: not payable".into()));
-    }
-    let Ok(call) = ISystemConfig::ISystemConfigCalls::abi_decode(input) else {
-        return Ok(revert(gas, "system config: unknown function or malformed arguments".into()));
-    };
+    let call: ISystemConfig::ISystemConfigCalls =
+        match decode_call(inputs, input, SYSTEM_CONFIG_ADDRESS, "system config", &mut gas) {
+            Ok(call) => call,
+            Err(refused) => return Ok(refused),
+        };
     let height: u64 = context.block().number().saturating_to();
     let mut sload = |slot: U256| -> Result<U256, String> {
         context.journal_mut().sload(SYSTEM_CONFIG_ADDRESS, slot).map(|load| load.data).map_err(|e| e.to_string())
