@@ -142,7 +142,8 @@ impl ConsensusEngine {
         now_ms: u64,
     ) -> bool {
         let role = validators.contains(&self.key.node_id()).then_some(mode);
-        if role == self.mode() && timeout_ms == self.timeout_ms {
+        // An observer has no timers, so only its role matters.
+        if role == self.mode() && (role.is_none() || timeout_ms == self.timeout_ms) {
             self.committed(height, validators);
             return false;
         }
