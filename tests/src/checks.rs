@@ -404,6 +404,22 @@ impl Cluster {
         Ok(EngineMetrics::parse(&text))
     }
 
+    /// Waits until every node of `nodes` answers its readiness probe with 200.
+    pub async fn wait_ready(&self, nodes: &[usize], timeout: Duration) -> anyhow::Result<()> {
+        wait_for(&format!("nodes {nodes:?} ready"), timeout, || async {
+            for &i in nodes {
+                let url = format!("{}/readyz", self.endpoints(i)?.metrics);
+                let response =
+                    limited(&format!("readiness of node {i}"), alloy::transports::http::reqwest::get(&url)).await?;
+                if !response.status().is_success() {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        })
+        .await
+    }
+
     /// Waits until every node of `nodes` runs the engine `name` (`pbft`, `raft` or `observer`);
     /// returns their metrics then, in order.
     pub async fn wait_engine(

@@ -68,6 +68,7 @@ async fn pbft_keeps_committing_with_a_crashed_node_which_then_catches_up() -> an
     cluster.restart(victim).await?;
     let head = cluster.heights(&live).await?.into_iter().max().unwrap_or_default();
     cluster.wait_height(&[victim], head.max(committed_at), PATIENCE).await?;
+    cluster.wait_ready(&cluster.all(), PATIENCE).await?;
     load.set_targets(&cluster, &cluster.all())?;
     load.wait_sent(10, PATIENCE).await?;
     finish(&cluster, &mut load, "pbft crash").await
