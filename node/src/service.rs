@@ -19,7 +19,7 @@ use crate::{
         switch::ConsensusEngine,
     },
     metrics::{ChainMetrics, Health, PoolMetrics, RpcMetrics},
-    network::{Multiaddr, Network, NetworkConfig, tcp_multiaddr},
+    network::{Blacklist, Multiaddr, Network, NetworkConfig, tcp_multiaddr},
     rpc::{NodeApi, eth, grpc},
     storage::{BlockReader, RocksStore, StorageError},
     txpool::{PoolError, TxPool},
@@ -201,7 +201,11 @@ async fn start_consensus(
     for peer in &p2p.peers {
         bootstrap.push((peer.node_id, peer_multiaddr(peer)?));
     }
-    let network_config = NetworkConfig { bootstrap, ..NetworkConfig::new(tcp_multiaddr(p2p.listen)) };
+    let network_config = NetworkConfig {
+        bootstrap,
+        policy: Arc::new(Blacklist(p2p.blacklist.iter().copied().collect())),
+        ..NetworkConfig::new(tcp_multiaddr(p2p.listen))
+    };
     let (network, events) = Network::start(network_config, key, registry)
         .await
         .map_err(|e| ServiceError::Io(std::io::Error::other(format!("p2p on {}: {e}", p2p.listen))))?;

@@ -181,7 +181,11 @@ impl Cluster {
                 metrics: MetricsConfig { listen: ([127, 0, 0, 1], 0).into() },
                 txpool: TxPoolConfig::default(),
                 storage: StorageConfig::default(),
-                p2p: Some(P2pConfig { listen: ([127, 0, 0, 1], listen_ports[index]).into(), peers }),
+                p2p: Some(P2pConfig {
+                    listen: ([127, 0, 0, 1], listen_ports[index]).into(),
+                    peers,
+                    blacklist: Vec::new(),
+                }),
             };
             let config_file = node_dir.join("node.yaml");
             config.save(&config_file)?;

@@ -92,6 +92,7 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
             Ok(P2pConfig {
                 listen: ([127, 0, 0, 1], port(args.p2p_port, index)?).into(),
                 peers: peers.iter().filter(|p| p.node_id != key.node_id()).cloned().collect(),
+                blacklist: Vec::new(),
             })
         });
         let config = NodeConfig {

@@ -148,6 +148,11 @@ pub struct P2pConfig {
     /// Peers always allowed and dialed (the bootstrap whitelist).
     #[serde(default)]
     pub peers: Vec<PeerAddress>,
+    /// Node ids this node refuses, in both directions, whatever the registry and the peer list
+    /// say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub blacklist: Vec<alloy_primitives::B256>,
 }
 
 /// The node file (`node.yaml`). Relative paths are resolved against the file's own directory.
@@ -233,6 +238,23 @@ mod tests {
         let config = NodeConfig::load(&file).expect("valid");
         assert_eq!(config.data_dir, dir.path().join("data"));
         assert_eq!(config.txpool, TxPoolConfig::default());
+    }
+
+    #[test]
+    fn the_blacklist_is_optional_and_holds_node_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.yaml");
+        let id = "0x0101010101010101010101010101010101010101010101010101010101010101";
+        std::fs::write(&file, format!("{VALID}p2p: {{ listen: 127.0.0.1:30300 }}\n")).expect("write");
+        assert!(NodeConfig::load(&file).expect("valid").p2p.expect("p2p").blacklist.is_empty());
+        std::fs::write(&file, format!("{VALID}p2p: {{ listen: 127.0.0.1:30300, blacklist: [\"{id}\"] }}\n"))
+            .expect("write");
+        let p2p = NodeConfig::load(&file).expect("valid").p2p.expect("p2p");
+        assert_eq!(p2p.blacklist, vec![alloy_primitives::B256::repeat_byte(1)]);
+        std::fs::write(&file, format!("{VALID}p2p: {{ listen: 127.0.0.1:30300, blacklist: [\"0x01\"] }}\n"))
+            .expect("write");
+        let err = NodeConfig::load(&file).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: p2p.blacklist", file.display())), "{err}");
     }
 
     #[test]
