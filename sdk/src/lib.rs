@@ -10,6 +10,7 @@
 pub mod client;
 pub mod config;
 pub mod crypto;
+pub mod pki;
 pub mod types;
 
 /// Generated gRPC types and services (`proto/bcos.proto`).
