@@ -412,6 +412,11 @@ impl IssuedCert {
         &self.serial
     }
 
+    /// Reads a certificate PEM file; `role` names it in errors.
+    pub fn load(file: &Path, role: CertRole) -> Result<Self> {
+        read_cert_file(file, role)
+    }
+
     /// Writes the PEM to a new file (mode 0644); refuses to replace an existing file.
     pub fn save_new(&self, file: &Path) -> Result<()> {
         write_new(file, self.pem.as_bytes(), 0o644)

@@ -39,3 +39,58 @@ fn missing_and_invalid_config_files_are_named() -> anyhow::Result<()> {
     assert!(!stderr.contains("panicked"), "{stderr}");
     Ok(())
 }
+
+/// Runs `bcos-node` with `args`; returns success, stdout and stderr.
+fn node(args: &[&std::ffi::OsStr]) -> anyhow::Result<(bool, String, String)> {
+    let output = Command::new(node_binary()?).args(args).output()?;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn the_ca_commands_issue_a_chain_that_verifies_and_refuse_what_does_not() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = |name: &str| dir.path().join(name).into_os_string();
+    let run = |args: &[&str], paths: &[(&str, &str)]| -> anyhow::Result<(bool, String, String)> {
+        let mut all: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        for (flag, name) in paths {
+            all.push(flag.into());
+            all.push(path(name));
+        }
+        node(&all.iter().map(|a| a.as_os_str()).collect::<Vec<_>>())
+    };
+    let ok = |result: (bool, String, String)| {
+        assert!(result.0, "stdout: {} stderr: {}", result.1, result.2);
+        result.1
+    };
+
+    ok(run(&["ca", "init", "--chain-name", "demo"], &[("--dir", "ca")])?);
+    ok(run(&["ca", "member", "--name", "Example Bank", "--id", "bank1"], &[("--ca-dir", "ca"), ("--out", "bank1")])?);
+    ok(run(&["keygen"], &[("--out", "node.key")])?);
+    let issued =
+        ok(run(&["ca", "node"], &[("--member-dir", "bank1"), ("--node-key", "node.key"), ("--out", "node.crt")])?);
+    ok(run(&["ca", "client", "--name", "teller"], &[("--member-dir", "bank1"), ("--out", "teller")])?);
+    let verified =
+        ok(run(&["ca", "verify"], &[("--ca", "ca/ca.crt"), ("--member", "bank1/member.crt"), ("--node", "node.crt")])?);
+    let node_id = issued.split_whitespace().nth(1).expect("node id printed").to_owned();
+    assert!(verified.starts_with(&format!("node {node_id} of Example Bank (bank1)")), "{verified}");
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("teller/client.key"))?.permissions(),
+    );
+    assert_eq!(key_mode & 0o777, 0o600);
+
+    // Nothing is overwritten, and a chain from another CA does not verify.
+    let (done, _, stderr) = run(&["ca", "init", "--chain-name", "demo"], &[("--dir", "ca")])?;
+    assert!(!done && stderr.contains("exists"), "{stderr}");
+    ok(run(&["ca", "init", "--chain-name", "other"], &[("--dir", "other")])?);
+    let (done, _, stderr) =
+        run(&["ca", "verify"], &[("--ca", "other/ca.crt"), ("--member", "bank1/member.crt"), ("--node", "node.crt")])?;
+    assert!(!done && !stderr.contains("panicked"), "{stderr}");
+    let (done, _, stderr) =
+        run(&["ca", "verify"], &[("--ca", "ca/ca.crt"), ("--member", "bank1/member.crt"), ("--node", "node.key")])?;
+    assert!(!done && !stderr.contains("panicked"), "a key is not a certificate: {stderr}");
+    Ok(())
+}

@@ -1,5 +1,6 @@
-//! Command line: `run`, `devnet` and `keygen`.
+//! Command line: `run`, `devnet`, `keygen` and `ca`.
 
+pub mod ca;
 mod devnet;
 
 use std::path::PathBuf;
@@ -33,6 +34,10 @@ pub enum Command {
     },
     /// Start a local chain with generated keys and genesis; rerun on the same --dir to resume it.
     Devnet(devnet::DevnetArgs),
+    /// The chain's certificate authority: create it, issue member CAs, node and client
+    /// certificates, and verify a node's chain.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
     /// Create a key file (mode 0600; never overwrites).
     Keygen {
         /// Where to write the key.
@@ -55,6 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Devnet(args) => devnet::run(args).await,
+        Command::Ca(command) => ca::run(command),
         Command::Keygen { out, account } => {
             if account {
                 let key = AccountKey::generate();

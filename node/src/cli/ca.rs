@@ -1,0 +1,163 @@
+//! `bcos-node ca`: the chain's certificate authority on the command line.
+//!
+//! File layout: a chain CA directory holds `ca.crt` and `ca.key`; a member directory holds
+//! `member.crt` and `member.key`; a node certificate is one `.crt` file certifying the node's
+//! existing `node.key`; a client directory holds `client.key` and `client.crt`. Keys are written
+//! with mode 0600, and nothing existing is ever overwritten.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context as _;
+use bcos_sdk::{
+    crypto::NodeKey,
+    pki::{CertKey, CertRole, ChainCa, IssuedCert, Member, MemberCa, NoRevocation, Validity, verify_node_chain},
+};
+use clap::Subcommand;
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Certificate authority commands.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the chain CA (`ca.crt`, `ca.key`) in a new or empty directory.
+    Init {
+        /// Where to write the CA.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The chain's name (subject O of the CA).
+        #[arg(long)]
+        chain_name: String,
+        /// Days the CA certificate is valid.
+        #[arg(long, default_value_t = 3650)]
+        days: u64,
+    },
+    /// Issue an institution's member CA (`member.crt`, `member.key`).
+    Member {
+        /// The chain CA directory.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// Institution name (subject O).
+        #[arg(long)]
+        name: String,
+        /// Institution id (subject OU).
+        #[arg(long)]
+        id: String,
+        /// Where to write the member CA.
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the member CA certificate is valid.
+        #[arg(long, default_value_t = 1825)]
+        days: u64,
+    },
+    /// Certify a node's key (its `node.key`) with a member CA.
+    Node {
+        /// The member CA directory.
+        #[arg(long)]
+        member_dir: PathBuf,
+        /// The node's key file.
+        #[arg(long)]
+        node_key: PathBuf,
+        /// Where to write the node certificate.
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
+    /// Create an SDK client key and certificate (`client.key`, `client.crt`) with a member CA.
+    Client {
+        /// The member CA directory.
+        #[arg(long)]
+        member_dir: PathBuf,
+        /// Client name (subject CN).
+        #[arg(long)]
+        name: String,
+        /// Where to write the client key and certificate.
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
+    /// Verify a node certificate against the chain CA, as admission does, and print what it
+    /// certifies.
+    Verify {
+        /// The chain CA certificate.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The member CA certificate that issued the node certificate.
+        #[arg(long)]
+        member: PathBuf,
+        /// The node certificate.
+        #[arg(long)]
+        node: PathBuf,
+    },
+}
+
+fn valid_for(days: u64) -> anyhow::Result<Validity> {
+    let duration =
+        DAY.checked_mul(u32::try_from(days).context("--days is too large")?).context("--days is too large")?;
+    Ok(Validity::starting(SystemTime::now(), duration))
+}
+
+fn create_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+fn load_member(dir: &Path) -> anyhow::Result<MemberCa> {
+    Ok(MemberCa::load(&dir.join("member.crt"), &dir.join("member.key"))?)
+}
+
+/// Runs one CA command.
+pub(super) fn run(command: CaCommand) -> anyhow::Result<()> {
+    match command {
+        CaCommand::Init { dir, chain_name, days } => {
+            create_dir(&dir)?;
+            let ca = ChainCa::generate(&chain_name, valid_for(days)?)?;
+            ca.save_new(&dir.join("ca.crt"), &dir.join("ca.key"))?;
+            println!("chain CA serial {} written to {}", ca.cert().serial(), dir.display());
+        }
+        CaCommand::Member { ca_dir, name, id, out, days } => {
+            let ca = ChainCa::load(&ca_dir.join("ca.crt"), &ca_dir.join("ca.key"))?;
+            create_dir(&out)?;
+            let member = ca.issue_member_ca(&Member { name, id }, valid_for(days)?)?;
+            member.save_new(&out.join("member.crt"), &out.join("member.key"))?;
+            println!("member CA serial {} written to {}", member.cert().serial(), out.display());
+        }
+        CaCommand::Node { member_dir, node_key, out, days } => {
+            let member = load_member(&member_dir)?;
+            let node_id = NodeKey::load(&node_key)?.node_id();
+            let cert = member.issue_node(&node_id, valid_for(days)?)?;
+            cert.save_new(&out)?;
+            println!("node {node_id} certificate serial {} written to {}", cert.serial(), out.display());
+        }
+        CaCommand::Client { member_dir, name, out, days } => {
+            let member = load_member(&member_dir)?;
+            create_dir(&out)?;
+            let key = CertKey::generate()?;
+            let cert = member.issue_client(&name, &key.public_key(), valid_for(days)?)?;
+            key.save_new(&out.join("client.key"))?;
+            cert.save_new(&out.join("client.crt"))?;
+            println!("client {name} certificate serial {} written to {}", cert.serial(), out.display());
+        }
+        CaCommand::Verify { ca, member, node } => {
+            let ca = IssuedCert::load(&ca, CertRole::ChainCa)?;
+            let member = IssuedCert::load(&member, CertRole::MemberCa)?;
+            let node = IssuedCert::load(&node, CertRole::Node)?;
+            let verified = verify_node_chain(ca.der(), &[member.der(), node.der()], SystemTime::now(), &NoRevocation)?;
+            let expires = verified.not_after().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+            println!(
+                "node {} of {} ({}), serial {}, valid until {} (unix seconds)",
+                verified.node_id(),
+                verified.member().name,
+                verified.member().id,
+                verified.serial(),
+                expires
+            );
+        }
+    }
+    Ok(())
+}
