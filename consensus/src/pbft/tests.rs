@@ -87,6 +87,11 @@ fn broadcasts(ready: &Ready<PbftMessage>) -> Vec<PbftMessage> {
 
 /// Drives `engine` (node 0, replica at height 1) to prepared on `proposal` in view 0.
 fn prepared_engine(f: &Fixture, proposal: &Proposal) -> Pbft {
+    prepared_with_ready(f, proposal).0
+}
+
+/// Like [`prepared_engine`], also returning what the engine asked for when it voted commit.
+fn prepared_with_ready(f: &Fixture, proposal: &Proposal) -> (Pbft, Ready<PbftMessage>) {
     let mut engine = f.engine(0);
     let hash = proposal.hash();
     engine.step(f.id(1), f.pre_prepare(1, 1, 0, proposal)).expect("pre-prepare");
@@ -95,7 +100,7 @@ fn prepared_engine(f: &Fixture, proposal: &Proposal) -> Pbft {
     engine.step(f.id(2), f.prepare(2, 1, 0, hash)).expect("prepare");
     let ready = engine.ready();
     assert!(broadcasts(&ready).contains(&f.commit(0, 1, 0, hash)), "prepared and voted commit");
-    engine
+    (engine, ready)
 }
 
 #[test]
@@ -760,14 +765,7 @@ impl Fixture {
 
 /// Node 0 prepared `proposal` in view 0 and voted commit; returns the engine and what it stored.
 fn committed_vote(f: &Fixture, proposal: &Proposal) -> (Pbft, Bytes) {
-    let mut engine = f.engine(0);
-    let hash = proposal.hash();
-    engine.step(f.id(1), f.pre_prepare(1, 1, 0, proposal)).expect("pre-prepare");
-    engine.proposal_checked(hash, true);
-    engine.step(f.id(1), f.prepare(1, 1, 0, hash)).expect("prepare");
-    engine.step(f.id(2), f.prepare(2, 1, 0, hash)).expect("prepare");
-    let ready = engine.ready();
-    assert!(broadcasts(&ready).contains(&f.commit(0, 1, 0, hash)));
+    let (engine, ready) = prepared_with_ready(f, proposal);
     (engine, ready.persist.expect("stored"))
 }
 
