@@ -243,6 +243,14 @@ fn run_with_sync(
     }
 }
 
+/// Runs until every node is five blocks past the highest height now (with sync), within `max_ms`,
+/// and checks that no two nodes hold different blocks at one height.
+fn converge_without_fork(net: &mut Network<TestNode>, seed: u64, max_ms: u64) {
+    let target = net.heights().into_iter().max().unwrap_or(0) + 5;
+    run_with_sync(net, max_ms, all_at_least(target)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    net.assert_no_fork();
+}
+
 /// Lets messages in flight settle, so a stall can be measured from a fixed point.
 fn settle(net: &mut Network<TestNode>) {
     let until = net.now_ms() + 200;
@@ -286,9 +294,7 @@ fn one_crashed_replica_does_not_stop_the_others_and_catches_up() {
         assert_eq!(net.heights()[down], 0);
         net.resume(down);
         net.sync(down);
-        let target = net.heights().into_iter().max().unwrap_or(0) + 5;
-        run_with_sync(&mut net, 60_000, all_at_least(target)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        net.assert_no_fork();
+        converge_without_fork(&mut net, seed, 60_000);
     }
 }
 
@@ -311,9 +317,7 @@ fn crashed_leader_is_replaced_by_a_view_change_within_a_few_timeouts() {
         net.heal();
         net.resume(down);
         net.sync(down);
-        let target = net.heights().into_iter().max().unwrap_or(0) + 5;
-        run_with_sync(&mut net, 60_000, all_at_least(target)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        net.assert_no_fork();
+        converge_without_fork(&mut net, seed, 60_000);
     }
 }
 
@@ -412,9 +416,7 @@ fn majority_side_of_a_partition_carries_on() {
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert!(net.heights()[0] <= cut_off_at + 1, "seed {seed}: the lone node cannot decide alone");
         net.heal();
-        let target = net.heights().into_iter().max().unwrap_or(0) + 5;
-        run_with_sync(&mut net, 120_000, all_at_least(target)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        net.assert_no_fork();
+        converge_without_fork(&mut net, seed, 120_000);
     }
 }
 
