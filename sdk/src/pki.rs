@@ -21,6 +21,7 @@ use std::{
     fs,
     io::Write,
     path::Path,
+    sync::{Arc, RwLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -313,6 +314,36 @@ impl<R: Revocation + ?Sized> Revocation for &R {
     }
 }
 
+/// The chain's revoked serials as the node last read them from the on-chain revocation list,
+/// shared between the network's admission, the RPC's client-certificate check and the reader
+/// that refreshes it after every block. Cheap to clone; clones share one list.
+#[derive(Debug, Clone, Default)]
+pub struct RevocationList(Arc<RwLock<BTreeSet<Serial>>>);
+
+impl RevocationList {
+    /// Replaces the list; `true` if it changed (holders of verified certificates re-check then).
+    pub fn replace(&self, serials: impl IntoIterator<Item = Serial>) -> bool {
+        let serials: BTreeSet<Serial> = serials.into_iter().collect();
+        let mut list = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *list == serials {
+            return false;
+        }
+        *list = serials;
+        true
+    }
+
+    /// The revoked serials, in order.
+    pub fn serials(&self) -> Vec<Serial> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
+    }
+}
+
+impl Revocation for RevocationList {
+    fn is_revoked(&self, serial: &Serial) -> bool {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(serial)
+    }
+}
+
 /// A certificate's validity period, given by the caller at issuance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Validity {
@@ -417,6 +448,12 @@ impl IssuedCert {
         read_cert_file(file, role)
     }
 
+    /// Parses one PEM certificate held in memory (a genesis field, a Secret); `source` names it
+    /// in errors.
+    pub fn from_pem(text: &str, role: CertRole, source: &str) -> Result<Self> {
+        cert_from_pem(text.as_bytes(), role, source)
+    }
+
     /// Writes the PEM to a new file (mode 0644); refuses to replace an existing file.
     pub fn save_new(&self, file: &Path) -> Result<()> {
         write_new(file, self.pem.as_bytes(), 0o644)
@@ -429,10 +466,14 @@ fn pem_encode(der: &[u8]) -> String {
 
 fn read_cert_file(file: &Path, role: CertRole) -> Result<IssuedCert> {
     let text = fs::read(file).map_err(|source| KeyError::Io { file: file.display().to_string(), source })?;
-    let pem = pem::parse(&text)
-        .map_err(|e| PkiError::BadKeyFile { file: file.display().to_string(), reason: format!("not PEM: {e}") })?;
+    cert_from_pem(&text, role, &file.display().to_string())
+}
+
+fn cert_from_pem(text: &[u8], role: CertRole, source: &str) -> Result<IssuedCert> {
+    let pem = pem::parse(text)
+        .map_err(|e| PkiError::BadKeyFile { file: source.to_owned(), reason: format!("not PEM: {e}") })?;
     if pem.tag() != "CERTIFICATE" {
-        return Err(PkiError::BadKeyFile { file: file.display().to_string(), reason: "not a CERTIFICATE PEM".into() });
+        return Err(PkiError::BadKeyFile { file: source.to_owned(), reason: "not a CERTIFICATE PEM".into() });
     }
     IssuedCert::from_der(pem.into_contents(), role)
 }

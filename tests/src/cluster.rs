@@ -151,6 +151,7 @@ impl Cluster {
             },
             consensus_nodes: ids[..spec.nodes].to_vec(),
             observer_nodes: ids[spec.nodes..].to_vec(),
+            ca_cert: None,
             admins: vec![admin.address()],
             alloc: funded
                 .iter()

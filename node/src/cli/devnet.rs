@@ -121,6 +121,7 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
         },
         consensus_nodes: consensus_nodes.to_vec(),
         observer_nodes: observer_nodes.to_vec(),
+        ca_cert: None,
         admins: vec![admin.address()],
         alloc: Default::default(),
     };

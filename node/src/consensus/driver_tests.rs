@@ -76,6 +76,7 @@ pub(super) async fn start_chain_except(
         },
         consensus_nodes: keys[..n].iter().map(NodeKey::node_id).collect(),
         observer_nodes: keys[n..].iter().map(NodeKey::node_id).collect(),
+        ca_cert: None,
         admins: vec![admin],
         alloc: Default::default(),
     };

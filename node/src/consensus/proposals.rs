@@ -159,6 +159,7 @@ mod tests {
             system_config: SystemConfig::default(),
             consensus_nodes: vec![NodeKey::generate().node_id(), NodeKey::generate().node_id()],
             observer_nodes: Vec::new(),
+            ca_cert: None,
             admins: vec![],
             alloc: Default::default(),
         }

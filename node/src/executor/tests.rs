@@ -44,6 +44,7 @@ fn fixture() -> Fixture {
         system_config: SystemConfig::default(),
         consensus_nodes: vec![consensus_node],
         observer_nodes: Vec::new(),
+        ca_cert: None,
         admins: vec![admin.address()],
         alloc: [(rich.address(), GenesisAccount { balance: U256::from(1_000), ..Default::default() })].into(),
     };

@@ -527,6 +527,7 @@ mod tests {
                 system_config: SystemConfig::default(),
                 consensus_nodes: vec![key.node_id()],
                 observer_nodes: Vec::new(),
+                ca_cert: None,
                 admins: vec![Address::repeat_byte(0xad)],
                 alloc: Default::default(),
             };

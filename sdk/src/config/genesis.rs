@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, FieldError, invalid, load_yaml, write_yaml};
+use crate::pki::{CertRole, IssuedCert};
 
 /// The consensus algorithm in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -178,6 +179,10 @@ pub struct Genesis {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<String>")]
     pub observer_nodes: Vec<B256>,
+    /// The chain CA certificate (PEM) every node and SDK certificate must chain to. Without it
+    /// peers are admitted by node id alone, which only in-process test chains do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
     /// Accounts allowed to change system config.
     #[schemars(with = "Vec<String>")]
     pub admins: Vec<Address>,
@@ -215,7 +220,17 @@ impl Genesis {
         if let Some(dup) = self.observer_nodes.iter().find(|id| !seen.insert(**id)) {
             return Err(FieldError::new("observerNodes", format!("node {dup} is listed twice or is a consensus node")));
         }
+        if let Some(pem) = &self.ca_cert {
+            IssuedCert::from_pem(pem, CertRole::ChainCa, "caCert")
+                .map_err(|e| FieldError::new("caCert", e.to_string()))?;
+        }
         Ok(())
+    }
+
+    /// The chain CA certificate in DER, if genesis names one.
+    pub fn ca_cert_der(&self) -> Option<Vec<u8>> {
+        let pem = self.ca_cert.as_deref()?;
+        IssuedCert::from_pem(pem, CertRole::ChainCa, "caCert").ok().map(|cert| cert.der().to_vec())
     }
 }
 
