@@ -7,6 +7,7 @@ use bcos_consensus::{Engine, EngineConfig, RestoreError, Validators};
 use bcos_sdk::{
     config::{ConfigError, Genesis, NodeConfig, P2pConfig, PeerAddress},
     crypto::{KeyError, NodeKey},
+    pki::{NodeChain, RevocationList},
 };
 use prometheus::Registry;
 use tokio::{sync::watch, task::JoinSet};
@@ -19,7 +20,7 @@ use crate::{
         switch::ConsensusEngine,
     },
     metrics::{ChainMetrics, Health, PoolMetrics, RpcMetrics},
-    network::{Blacklist, Multiaddr, Network, NetworkConfig, tcp_multiaddr},
+    network::{Blacklist, Certificates, Multiaddr, Network, NetworkConfig, tcp_multiaddr},
     rpc::{NodeApi, eth, grpc},
     storage::{BlockReader, RocksStore, StorageError},
     txpool::{PoolError, TxPool},
@@ -60,6 +61,9 @@ pub enum ServiceError {
         /// Why.
         source: RestoreError,
     },
+    /// This node's certificate is missing, unreadable or would be refused by its peers.
+    #[error("certificate: {0}")]
+    Certificate(String),
     /// The genesis asks for something this build cannot run.
     #[error("{0}")]
     Unsupported(String),
@@ -168,7 +172,11 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
                 registered.len()
             )));
         }
-        Some(p2p) => Some(start_consensus(p2p, &key, chain, pool, &registry, &mut tasks, shutdown_rx.clone()).await?),
+        Some(p2p) => {
+            let certificates = node_certificates(p2p, &genesis, &key, RevocationList::default(), &registry)?;
+            let network = NetworkSetup { p2p, certificates };
+            Some(start_consensus(network, &key, chain, pool, &registry, &mut tasks, shutdown_rx.clone()).await?)
+        }
     };
     let metrics_shutdown = wait_for(shutdown_rx.clone());
     let health = Arc::new(NodeHealth { consensus });
@@ -186,10 +194,47 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
     })
 }
 
+/// What the network is started with.
+struct NetworkSetup<'a> {
+    p2p: &'a P2pConfig,
+    certificates: Option<Certificates>,
+}
+
+/// This node's certificates for peer admission: required when the genesis names a chain CA, and
+/// checked here as peers will check them, so a bad certificate stops the node with a clear error.
+fn node_certificates(
+    p2p: &P2pConfig,
+    genesis: &Genesis,
+    key: &NodeKey,
+    revoked: RevocationList,
+    registry: &Registry,
+) -> Result<Option<Certificates>, ServiceError> {
+    let Some(ca) = genesis.ca_cert_der() else {
+        tracing::warn!(target: "service", "the genesis names no chain CA: peers are admitted by node id alone");
+        return Ok(None);
+    };
+    let file = p2p.cert_file.as_ref().ok_or_else(|| {
+        ServiceError::Certificate("the genesis names a chain CA, so node.yaml needs p2p.certFile".into())
+    })?;
+    let chain = NodeChain::load(file).map_err(|e| ServiceError::Certificate(e.to_string()))?;
+    let certificates = Certificates { ca, chain: chain.verify_order(), revoked };
+    let verified = certificates
+        .verify_own(&key.node_id(), std::time::SystemTime::now())
+        .map_err(|e| ServiceError::Certificate(format!("{}: {e}", file.display())))?;
+    crate::metrics::certificate_expiry(registry, verified.not_after());
+    tracing::info!(
+        target: "service",
+        member = %verified.member().id,
+        serial = %verified.serial(),
+        "certificate loaded"
+    );
+    Ok(Some(certificates))
+}
+
 /// Starts the network and the consensus engine in force for the next block (none, for an
 /// observer).
 async fn start_consensus(
-    p2p: &P2pConfig,
+    setup: NetworkSetup<'_>,
     key: &NodeKey,
     chain: Arc<Chain>,
     pool: Arc<TxPool>,
@@ -197,6 +242,7 @@ async fn start_consensus(
     tasks: &mut JoinSet<Result<(), ServiceError>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Arc<Readiness>, ServiceError> {
+    let p2p = setup.p2p;
     let mut bootstrap = Vec::new();
     for peer in &p2p.peers {
         bootstrap.push((peer.node_id, peer_multiaddr(peer)?));
@@ -204,6 +250,7 @@ async fn start_consensus(
     let network_config = NetworkConfig {
         bootstrap,
         policy: Arc::new(Blacklist(p2p.blacklist.iter().copied().collect())),
+        certificates: setup.certificates,
         ..NetworkConfig::new(tcp_multiaddr(p2p.listen))
     };
     let (network, events) = Network::start(network_config, key, registry)

@@ -460,6 +460,52 @@ impl IssuedCert {
     }
 }
 
+/// A node's certificate file: the node certificate followed by its member CA's certificate, in
+/// PEM (leaf first, the order TLS uses); this is what the node presents to its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeChain {
+    /// The node certificate.
+    pub node: IssuedCert,
+    /// The member CA certificate that issued it.
+    pub member: IssuedCert,
+}
+
+impl NodeChain {
+    /// Reads a chain file; errors name the file.
+    pub fn load(file: &Path) -> Result<Self> {
+        let name = file.display().to_string();
+        let text = fs::read(file).map_err(|source| KeyError::Io { file: name.clone(), source })?;
+        let blocks = pem::parse_many(&text)
+            .map_err(|e| PkiError::BadKeyFile { file: name.clone(), reason: format!("not PEM: {e}") })?;
+        let [node, member] = blocks.as_slice() else {
+            return Err(PkiError::BadKeyFile {
+                file: name,
+                reason: format!(
+                    "holds {} PEM blocks, expected the node certificate then its member CA's",
+                    blocks.len()
+                ),
+            });
+        };
+        let cert = |block: &pem::Pem, role| {
+            if block.tag() != "CERTIFICATE" {
+                return Err(PkiError::BadKeyFile { file: name.clone(), reason: "not a CERTIFICATE PEM".into() });
+            }
+            IssuedCert::from_der(block.contents().to_vec(), role)
+        };
+        Ok(Self { node: cert(node, CertRole::Node)?, member: cert(member, CertRole::MemberCa)? })
+    }
+
+    /// Writes the chain to a new file (mode 0644); refuses to replace an existing file.
+    pub fn save_new(&self, file: &Path) -> Result<()> {
+        write_new(file, format!("{}{}", self.node.pem(), self.member.pem()).as_bytes(), 0o644)
+    }
+
+    /// The chain in the order the verifiers take it: `[member CA, node]`, DER.
+    pub fn verify_order(&self) -> Vec<Vec<u8>> {
+        vec![self.member.der().to_vec(), self.node.der().to_vec()]
+    }
+}
+
 fn pem_encode(der: &[u8]) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der))
 }
@@ -692,6 +738,12 @@ impl MemberCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &self.issuer).map_err(issue_err)?;
         Ok(IssuedCert::new(cert, serial))
+    }
+
+    /// Certifies a node as [`issue_node`](Self::issue_node) does and bundles the certificate
+    /// with this member CA's, as the node presents them.
+    pub fn issue_node_chain(&self, node_id: &B256, validity: Validity) -> Result<NodeChain> {
+        Ok(NodeChain { node: self.issue_node(node_id, validity)?, member: self.cert().clone() })
     }
 
     /// Certifies an SDK client's Ed25519 key ([`CertKey::public_key`]): subject CN = `name`,

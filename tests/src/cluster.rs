@@ -29,6 +29,7 @@ use bcos_sdk::{
         RpcConfig, StorageConfig, SystemConfig, TxPoolConfig,
     },
     crypto::{AccountKey, NodeKey},
+    pki::{ChainCa, Member, Validity},
 };
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -39,6 +40,8 @@ use crate::{Endpoints, free_port_range, node_binary, proxy::Proxy};
 
 /// How long a node may take to start and print its endpoints (generous: 2 shared cores).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a cluster's certificates are valid.
+const CERT_VALIDITY: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// Chain id of every cluster.
 pub const CHAIN_ID: u64 = 20200;
 /// Accounts funded at genesis, for tests and [`crate::Load`].
@@ -139,6 +142,10 @@ impl Cluster {
         let keys: Vec<NodeKey> = (0..total).map(|_| NodeKey::generate()).collect();
         let ids: Vec<B256> = keys.iter().map(NodeKey::node_id).collect();
         let funded: Vec<AccountKey> = (0..FUNDED_ACCOUNTS).map(|_| AccountKey::generate()).collect();
+        // One chain CA and one member institution certify every node, as in a devnet.
+        let validity = Validity::starting(std::time::SystemTime::now(), CERT_VALIDITY);
+        let ca = ChainCa::generate("test cluster", validity)?;
+        let member = ca.issue_member_ca(&Member { name: "Test Bank".into(), id: "testbank".into() }, validity)?;
         let genesis = Genesis {
             chain_id: CHAIN_ID,
             timestamp_ms: now_ms(),
@@ -151,7 +158,7 @@ impl Cluster {
             },
             consensus_nodes: ids[..spec.nodes].to_vec(),
             observer_nodes: ids[spec.nodes..].to_vec(),
-            ca_cert: None,
+            ca_cert: Some(ca.cert().pem().to_owned()),
             admins: vec![admin.address()],
             alloc: funded
                 .iter()
@@ -167,6 +174,7 @@ impl Cluster {
             let node_dir = path.join(format!("node{index}"));
             std::fs::create_dir_all(&node_dir)?;
             key.save_new(&node_dir.join("node.key"))?;
+            member.issue_node_chain(&key.node_id(), validity)?.save_new(&node_dir.join("node.crt"))?;
             let mut peers = Vec::new();
             for (other, other_key) in keys.iter().enumerate() {
                 if let Some(port) = proxy.port(index, other) {
@@ -186,6 +194,7 @@ impl Cluster {
                     listen: ([127, 0, 0, 1], listen_ports[index]).into(),
                     peers,
                     blacklist: Vec::new(),
+                    cert_file: Some(PathBuf::from("node.crt")),
                 }),
             };
             let config_file = node_dir.join("node.yaml");

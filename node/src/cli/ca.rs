@@ -1,8 +1,9 @@
 //! `bcos-node ca`: the chain's certificate authority on the command line.
 //!
 //! File layout: a chain CA directory holds `ca.crt` and `ca.key`; a member directory holds
-//! `member.crt` and `member.key`; a node certificate is one `.crt` file certifying the node's
-//! existing `node.key`; a client directory holds `client.key` and `client.crt`. Keys are written
+//! `member.crt` and `member.key`; a node certificate file certifies the node's existing
+//! `node.key` and holds the node certificate followed by its member CA's (the chain the node
+//! presents to peers); a client directory holds `client.key` and `client.crt`. Keys are written
 //! with mode 0600, and nothing existing is ever overwritten.
 
 use std::{
@@ -60,7 +61,8 @@ pub enum CaCommand {
         /// The node's key file.
         #[arg(long)]
         node_key: PathBuf,
-        /// Where to write the node certificate.
+        /// Where to write the node certificate, followed by the member CA certificate (the
+        /// chain the node presents as `p2p.certFile`).
         #[arg(long)]
         out: PathBuf,
         /// Days the certificate is valid.
@@ -130,9 +132,9 @@ pub(super) fn run(command: CaCommand) -> anyhow::Result<()> {
         CaCommand::Node { member_dir, node_key, out, days } => {
             let member = load_member(&member_dir)?;
             let node_id = NodeKey::load(&node_key)?.node_id();
-            let cert = member.issue_node(&node_id, valid_for(days)?)?;
-            cert.save_new(&out)?;
-            println!("node {node_id} certificate serial {} written to {}", cert.serial(), out.display());
+            let chain = member.issue_node_chain(&node_id, valid_for(days)?)?;
+            chain.save_new(&out)?;
+            println!("node {node_id} certificate serial {} written to {}", chain.node.serial(), out.display());
         }
         CaCommand::Client { member_dir, name, out, days } => {
             let member = load_member(&member_dir)?;

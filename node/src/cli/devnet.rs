@@ -9,6 +9,7 @@ use bcos_sdk::{
         StorageConfig, SystemConfig, TxPoolConfig,
     },
     crypto::{AccountKey, NodeKey},
+    pki::{ChainCa, Member, Validity},
 };
 use clap::Args;
 
@@ -55,6 +56,8 @@ pub struct DevnetArgs {
 
 const GENESIS_FILE: &str = "genesis.yaml";
 const ADMIN_KEY_FILE: &str = "admin.key";
+/// How long the devnet's CA and certificates are valid.
+const CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
 fn node_dir(dir: &Path, index: u16) -> PathBuf {
     dir.join(format!("node{index}"))
@@ -77,6 +80,14 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
     if total > 1 && args.p2p_port == 0 {
         bail!("--p2p-port 0: peers must know each other's ports; give a base port");
     }
+    // One chain CA and one member institution; every node gets a certificate from it.
+    let validity = Validity::starting(std::time::SystemTime::now(), CERT_VALIDITY);
+    let ca = ChainCa::generate(&format!("devnet {}", args.chain_id), validity)?;
+    let ca_dir = args.dir.join("ca");
+    std::fs::create_dir_all(&ca_dir).with_context(|| format!("creating {}", ca_dir.display()))?;
+    ca.save_new(&ca_dir.join("ca.crt"), &ca_dir.join("ca.key"))?;
+    let member = ca.issue_member_ca(&Member { name: "Devnet".into(), id: "devnet".into() }, validity)?;
+    member.save_new(&ca_dir.join("member.crt"), &ca_dir.join("member.key"))?;
     let mut peers = Vec::new();
     for (index, key) in (0..total).zip(&keys) {
         peers.push(PeerAddress {
@@ -88,11 +99,13 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
         let dir = node_dir(&args.dir, index);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         key.save_new(&dir.join("node.key"))?;
+        member.issue_node_chain(&key.node_id(), validity)?.save_new(&dir.join("node.crt"))?;
         let p2p = (total > 1).then(|| -> anyhow::Result<P2pConfig> {
             Ok(P2pConfig {
                 listen: ([127, 0, 0, 1], port(args.p2p_port, index)?).into(),
                 peers: peers.iter().filter(|p| p.node_id != key.node_id()).cloned().collect(),
                 blacklist: Vec::new(),
+                cert_file: Some(PathBuf::from("node.crt")),
             })
         });
         let config = NodeConfig {
@@ -121,7 +134,7 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
         },
         consensus_nodes: consensus_nodes.to_vec(),
         observer_nodes: observer_nodes.to_vec(),
-        ca_cert: None,
+        ca_cert: Some(ca.cert().pem().to_owned()),
         admins: vec![admin.address()],
         alloc: Default::default(),
     };

@@ -10,6 +10,7 @@ use bcos_consensus::{EngineConfig, Validators};
 use bcos_sdk::{
     config::{ConsensusMode, Genesis, SystemConfig, TxPoolConfig},
     crypto::{AccountKey, NodeKey},
+    pki::{ChainCa, Member, MemberCa, Validity},
     types::system::{INodeRegistry, ISystemConfig, NODE_REGISTRY_ADDRESS, SYSTEM_CONFIG_ADDRESS},
 };
 use prometheus::Registry;
@@ -19,7 +20,7 @@ use super::{driver::Driver, switch::ConsensusEngine};
 use crate::{
     chain::{Chain, now_ms},
     metrics::{ChainMetrics, PoolMetrics},
-    network::{Network, NetworkConfig, NetworkEvent, NetworkHandle, NodeId, tcp_multiaddr},
+    network::{Blacklist, Certificates, Network, NetworkConfig, NetworkEvent, NetworkHandle, NodeId, tcp_multiaddr},
     storage::{BlockReader, RocksStore, StateReader},
     test_utils::signed_transfer,
     txpool::TxPool,
@@ -34,7 +35,7 @@ pub(super) struct TestNode {
     pub(super) chain: Arc<Chain>,
     pub(super) pool: Arc<TxPool>,
     pub(super) network: NetworkHandle,
-    registry: Registry,
+    pub(super) registry: Registry,
 }
 
 async fn start_chain(n: usize, mode: ConsensusMode) -> (Vec<TestNode>, watch::Sender<bool>) {
@@ -61,6 +62,78 @@ pub(super) async fn start_chain_except(
     admin: Address,
     outsider: Option<usize>,
 ) -> (Vec<TestNode>, watch::Sender<bool>, Option<(NodeKey, mpsc::Receiver<NetworkEvent>)>) {
+    let spec = ChainSpec { observers, admin, outsider, ..ChainSpec::new(n, mode) };
+    let chain = start(spec).await;
+    (chain.nodes, chain.shutdown, chain.outside)
+}
+
+/// The chain's CA and its one member CA, which certifies every node.
+pub(super) struct TestPki {
+    pub(super) ca: ChainCa,
+    pub(super) member: MemberCa,
+}
+
+impl TestPki {
+    fn new() -> Self {
+        let validity = Validity::starting(std::time::SystemTime::now(), Duration::from_secs(86_400));
+        let ca = ChainCa::generate("test chain", validity).expect("chain CA");
+        let member = ca.issue_member_ca(&Member { name: "Bank".into(), id: "bank".into() }, validity).expect("member");
+        Self { ca, member }
+    }
+
+    /// Admission by this CA, presenting `chain` (`[member CA, node]`).
+    pub(super) fn admission(&self, chain: Vec<Vec<u8>>) -> Certificates {
+        Certificates { ca: self.ca.cert().der().to_vec(), chain, revoked: Default::default() }
+    }
+
+    /// A valid chain for `node`.
+    pub(super) fn chain(&self, node: &NodeId) -> Vec<Vec<u8>> {
+        let validity = Validity::starting(std::time::SystemTime::now(), Duration::from_secs(86_400));
+        self.member.issue_node_chain(node, validity).expect("node certificate").verify_order()
+    }
+}
+
+/// What [`start`] builds.
+pub(super) struct ChainSpec {
+    pub(super) n: usize,
+    pub(super) observers: usize,
+    pub(super) mode: ConsensusMode,
+    pub(super) admin: Address,
+    /// A node that runs no driver (see [`start_chain_except`]).
+    pub(super) outsider: Option<usize>,
+    /// Nodes every node admits (for sync) though the registry does not list them.
+    pub(super) strangers: Vec<NodeId>,
+    /// Nodes node 0 refuses (its local blacklist).
+    pub(super) blacklisted_by_first: Vec<NodeId>,
+}
+
+impl ChainSpec {
+    /// `n` consensus nodes and nothing else.
+    pub(super) fn new(n: usize, mode: ConsensusMode) -> Self {
+        Self {
+            n,
+            observers: 0,
+            mode,
+            admin: Address::ZERO,
+            outsider: None,
+            strangers: Vec::new(),
+            blacklisted_by_first: Vec::new(),
+        }
+    }
+}
+
+/// A started chain.
+pub(super) struct StartedChain {
+    pub(super) nodes: Vec<TestNode>,
+    pub(super) shutdown: watch::Sender<bool>,
+    pub(super) outside: Option<(NodeKey, mpsc::Receiver<NetworkEvent>)>,
+    pub(super) pki: TestPki,
+}
+
+/// Starts a chain whose nodes admit each other by certificate.
+pub(super) async fn start(spec: ChainSpec) -> StartedChain {
+    let ChainSpec { n, observers, mode, admin, outsider, strangers, blacklisted_by_first } = spec;
+    let pki = TestPki::new();
     // Logs (RUST_LOG, default warnings) show in the output of a failed test.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
@@ -76,7 +149,7 @@ pub(super) async fn start_chain_except(
         },
         consensus_nodes: keys[..n].iter().map(NodeKey::node_id).collect(),
         observer_nodes: keys[n..].iter().map(NodeKey::node_id).collect(),
-        ca_cert: None,
+        ca_cert: Some(pki.ca.cert().pem().to_owned()),
         admins: vec![admin],
         alloc: Default::default(),
     };
@@ -96,14 +169,19 @@ pub(super) async fn start_chain_except(
             store,
             PoolMetrics::register(&registry),
         ));
-        let config = NetworkConfig::new(tcp_multiaddr(([127, 0, 0, 1], 0).into()));
+        let mut config = NetworkConfig::new(tcp_multiaddr(([127, 0, 0, 1], 0).into()));
+        config.certificates = Some(pki.admission(pki.chain(&key.node_id())));
+        if nodes.is_empty() {
+            config.policy = Arc::new(Blacklist(blacklisted_by_first.iter().copied().collect()));
+        }
         let (network, events) = Network::start(config, key, &registry).await.expect("network");
         pending.push((key.clone(), events));
         nodes.push(TestNode { _dir: dir, id: key.node_id(), chain, pool, network, registry });
     }
     let addresses: Vec<_> = nodes.iter().map(|n| n.network.listen_addrs().first().cloned()).collect();
     for node in &nodes {
-        let peers = keys.iter().zip(&addresses).map(|(k, a)| (k.node_id(), a.clone())).collect();
+        let mut peers: Vec<_> = keys.iter().zip(&addresses).map(|(k, a)| (k.node_id(), a.clone())).collect();
+        peers.extend(strangers.iter().map(|id| (*id, None)));
         node.network.set_peers(peers).await.expect("peers");
     }
     let validators = Validators::new(genesis.consensus_nodes.clone()).expect("validators");
@@ -129,7 +207,7 @@ pub(super) async fn start_chain_except(
         let shutdown = shutdown_rx.clone();
         tokio::spawn(async move { driver.run(events, shutdown).await });
     }
-    (nodes, shutdown, outside)
+    StartedChain { nodes, shutdown, outside, pki }
 }
 
 /// Sends transfers to node 0 and waits until every node committed them, on the same blocks.

@@ -9,6 +9,8 @@
 //! at that height.
 
 #[cfg(test)]
+mod admission_tests;
+#[cfg(test)]
 mod byzantine_tests;
 pub mod driver;
 #[cfg(test)]

@@ -167,3 +167,15 @@ impl ConsensusMetrics {
         }
     }
 }
+
+/// Shows when this node's certificate chain expires (the earliest expiry in it), so alerting can
+/// warn before its peers start refusing it.
+pub fn certificate_expiry(registry: &Registry, not_after: std::time::SystemTime) {
+    let expiry = gauge(
+        registry,
+        "bcos_node_certificate_expiry_timestamp_seconds",
+        "When this node's certificate chain expires, in Unix seconds",
+    );
+    let seconds = not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    expiry.set(i64::try_from(seconds).unwrap_or(i64::MAX));
+}

@@ -9,7 +9,7 @@ use std::{
 };
 
 use libp2p::{
-    Multiaddr, PeerId, connection_limits,
+    Multiaddr, PeerId, StreamProtocol, connection_limits,
     core::{Endpoint, transport::PortUse},
     ping,
     request_response::{self, ProtocolSupport},
@@ -21,11 +21,15 @@ use libp2p::{
 
 use super::{
     NodeId, PeerPolicy, Protocol,
+    certificates::{ADMISSION_TIMEOUT, MAX_ADMISSION_MESSAGE},
     codec::FrameCodec,
     config::Limits,
     identity::node_id_of,
     limits::{MAX_CONNECTIONS_PER_PEER, MAX_PENDING_INCOMING, PING_INTERVAL, PING_TIMEOUT},
 };
+
+/// The protocol on which peers present their certificate chains.
+pub(crate) const ADMISSION_PROTOCOL: StreamProtocol = StreamProtocol::new("/bcos/admission/1");
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -157,6 +161,8 @@ pub(crate) struct Behaviour {
     pub(crate) admission: Admission,
     pub(crate) connection_limits: connection_limits::Behaviour,
     pub(crate) ping: ping::Behaviour,
+    /// `/bcos/admission/1`: certificate chains, exchanged once per peer connection.
+    pub(crate) certificates: request_response::Behaviour<FrameCodec>,
     pub(crate) consensus: request_response::Behaviour<FrameCodec>,
     pub(crate) txs: request_response::Behaviour<FrameCodec>,
     pub(crate) sync: request_response::Behaviour<FrameCodec>,
@@ -181,6 +187,13 @@ impl Behaviour {
             admission: Admission::new(policy),
             connection_limits: connection_limits::Behaviour::new(connection_limits),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL).with_timeout(PING_TIMEOUT)),
+            certificates: request_response::Behaviour::with_codec(
+                FrameCodec::new(MAX_ADMISSION_MESSAGE, 0),
+                [(ADMISSION_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(ADMISSION_TIMEOUT)
+                    .with_max_concurrent_streams(2),
+            ),
             consensus: protocol(Protocol::Consensus),
             txs: protocol(Protocol::Transactions),
             sync: protocol(Protocol::Sync),

@@ -5,7 +5,7 @@ use std::{collections::HashSet, fmt, net::SocketAddr, sync::Arc, time::Duration}
 use libp2p::{Multiaddr, PeerId, multiaddr};
 
 use super::{
-    NetworkError, NodeId, Protocol,
+    Certificates, NetworkError, NodeId, Protocol,
     identity::peer_id_of,
     limits::{
         CONSENSUS_MAX_STREAMS, CONSENSUS_RATE, CONSENSUS_TIMEOUT, MAX_CONSENSUS_MESSAGE, MAX_SYNC_REQUEST,
@@ -160,12 +160,20 @@ pub struct NetworkConfig {
     pub limits: Limits,
     /// Further admission checks on allowed peers.
     pub policy: Arc<dyn PeerPolicy>,
+    /// Certificate admission; `None` admits allowed peers on their node id alone.
+    pub certificates: Option<Certificates>,
 }
 
 impl NetworkConfig {
     /// A configuration listening on `listen` with no bootstrap peers and default limits.
     pub fn new(listen: Multiaddr) -> Self {
-        Self { listen, bootstrap: Vec::new(), limits: Limits::default(), policy: Arc::new(AllowedSetOnly) }
+        Self {
+            listen,
+            bootstrap: Vec::new(),
+            limits: Limits::default(),
+            policy: Arc::new(AllowedSetOnly),
+            certificates: None,
+        }
     }
 
     /// Checks the listen address, the bootstrap list (valid node ids, dialable addresses, no

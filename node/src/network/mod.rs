@@ -23,7 +23,13 @@
 //! ([`identity`]). The allowed set is the bootstrap whitelist of the configuration plus the list
 //! given to [`NetworkHandle::set_peers`] (the on-chain node registry). A connection is closed as
 //! soon as the Noise handshake names the remote, unless the remote is in the allowed set, not
-//! banned, and accepted by the configured [`PeerPolicy`]. Every allowed peer with a known address
+//! banned, and accepted by the configured [`PeerPolicy`]. With [`Certificates`] configured, a
+//! connection that passes this is still not admitted: both sides then send their certificate
+//! chain on `/bcos/admission/1`, and the peer counts as connected (events, messages) only once
+//! its chain verifies to the chain CA, is valid now, is not revoked and certifies the key the
+//! peer proved in Noise; otherwise, or without a chain within [`ADMISSION_TIMEOUT`], it is
+//! dropped. Admitted chains are re-verified when the revocation list changes
+//! ([`NetworkHandle::recheck_certificates`]) and when one of them expires. Every allowed peer with a known address
 //! that is not connected is dialed, with exponential backoff ([`limits::BACKOFF_INITIAL`] doubling
 //! to [`limits::BACKOFF_MAX`]). Liveness pings close dead connections.
 //!
@@ -35,7 +41,10 @@
 //! `bcos_network_dropped_messages_total{protocol,reason}`. A peer that keeps doing so is
 //! disconnected and banned for [`limits::BAN_DURATION`].
 
+#[cfg(test)]
+mod admission_tests;
 mod behaviour;
+mod certificates;
 mod codec;
 mod config;
 mod error;
@@ -61,6 +70,7 @@ use parking_lot::RwLock;
 use prometheus::Registry;
 use tokio::sync::{mpsc, oneshot};
 
+pub use certificates::{ADMISSION_TIMEOUT, Certificates};
 pub use codec::FrameError;
 pub use config::{AllowedSetOnly, Blacklist, Limits, NetworkConfig, PeerPolicy, ProtocolLimits, tcp_multiaddr};
 pub use error::{NetworkError, Result};
@@ -73,7 +83,7 @@ use self::{
     identity::peer_id_of,
     limits::{COMMAND_QUEUE, CONNECTION_TIMEOUT, EVENT_QUEUE},
     metrics::NetworkMetrics,
-    service::Service,
+    service::{AdmissionRules, Service},
 };
 
 /// A node id: the node's Ed25519 public key.
@@ -121,6 +131,8 @@ enum Command {
     Sync { to: NodeId, bytes: Bytes, reply: oneshot::Sender<Result<Bytes>> },
     /// Replace the registry peers.
     SetPeers { peers: Vec<(PeerId, NodeId, Option<Multiaddr>)>, done: oneshot::Sender<()> },
+    /// Re-verify the certificates of admitted peers (the revocation list changed).
+    RecheckCertificates { done: oneshot::Sender<()> },
     /// Stop; `done` fires once the listener and the connections are closed.
     Shutdown { done: oneshot::Sender<()> },
 }
@@ -172,8 +184,15 @@ impl Network {
             let (peer, addr) = dial_address(node, addr)?;
             bootstrap.push((peer, *node, addr));
         }
-        let mut service =
-            Service::new(swarm, command_rx, event_tx, Arc::clone(&shared), metrics.clone(), config.limits, bootstrap);
+        let mut service = Service::new(
+            swarm,
+            command_rx,
+            event_tx,
+            Arc::clone(&shared),
+            metrics.clone(),
+            config.limits,
+            AdmissionRules { bootstrap, certificates: config.certificates },
+        );
         service.listen(config.listen).await?;
         tracing::info!(
             target: "network",
@@ -277,6 +296,15 @@ impl NetworkHandle {
         let (done, applied) = oneshot::channel();
         self.commands.send(Command::SetPeers { peers: checked, done }).await.map_err(|_| NetworkError::Shutdown)?;
         applied.await.map_err(|_| NetworkError::Shutdown)
+    }
+
+    /// Re-verifies the certificate chains of admitted peers against the revocation list given in
+    /// [`Certificates`] (call it after that list changed) and drops those that no longer pass.
+    /// Returns once done; without certificates there is nothing to check.
+    pub async fn recheck_certificates(&self) -> Result<()> {
+        let (done, checked) = oneshot::channel();
+        self.commands.send(Command::RecheckCertificates { done }).await.map_err(|_| NetworkError::Shutdown)?;
+        checked.await.map_err(|_| NetworkError::Shutdown)
     }
 
     /// Stops the network and waits until its listener and connections are closed. Idempotent.

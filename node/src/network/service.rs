@@ -4,7 +4,7 @@ use std::{
     collections::{HashMap, VecDeque},
     io,
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use alloy_primitives::Bytes;
@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     Command, NetworkError, NetworkEvent, NodeId, Protocol, Result, Shared,
     behaviour::{Behaviour, BehaviourEvent, Refusal},
+    certificates::{CertRefusal, CertificateGate, Certificates},
     codec::{Frame, FrameError},
     config::{Limits, tcp_multiaddr},
     identity::node_id_of,
@@ -121,6 +122,8 @@ pub(super) struct Service {
     /// Peers from the node registry.
     registry: HashMap<PeerId, (NodeId, Option<Multiaddr>)>,
     dialer: Dialer,
+    /// Certificate admission, when configured.
+    gate: Option<CertificateGate>,
     /// Peers with at least one admitted connection.
     connected: HashMap<PeerId, NodeId>,
     guards: HashMap<PeerId, Guard>,
@@ -131,6 +134,12 @@ pub(super) struct Service {
     resolving: FuturesUnordered<BoxFuture<'static, Resolved>>,
 }
 
+/// Who the network admits: the whitelist (checked, with peer ids) and the certificate rules.
+pub(super) struct AdmissionRules {
+    pub(super) bootstrap: Vec<(PeerId, NodeId, Multiaddr)>,
+    pub(super) certificates: Option<Certificates>,
+}
+
 impl Service {
     pub(super) fn new(
         swarm: Swarm<Behaviour>,
@@ -139,8 +148,9 @@ impl Service {
         shared: Arc<Shared>,
         metrics: NetworkMetrics,
         limits: Limits,
-        bootstrap: Vec<(PeerId, NodeId, Multiaddr)>,
+        rules: AdmissionRules,
     ) -> Self {
+        let AdmissionRules { bootstrap, certificates } = rules;
         let local_peer = *swarm.local_peer_id();
         let bootstrap = bootstrap
             .into_iter()
@@ -159,6 +169,7 @@ impl Service {
             bootstrap,
             registry: HashMap::new(),
             dialer: Dialer::default(),
+            gate: certificates.map(CertificateGate::new),
             connected: HashMap::new(),
             guards: HashMap::new(),
             outboxes: HashMap::new(),
@@ -211,7 +222,9 @@ impl Service {
         let done = loop {
             let now = Instant::now();
             self.dial_due(now);
-            let wake = self.dialer.next_due().unwrap_or(now + IDLE_WAKE);
+            self.enforce_certificates(now, SystemTime::now());
+            let certificates_due = self.gate.as_ref().and_then(|gate| gate.next_due(now, SystemTime::now()));
+            let wake = self.dialer.next_due().into_iter().chain(certificates_due).min().unwrap_or(now + IDLE_WAKE);
             sleep.as_mut().reset(tokio::time::Instant::from_std(wake));
             tokio::select! {
                 command = self.commands.recv() => match command {
@@ -286,6 +299,13 @@ impl Service {
                     .map(|(peer, node, addr)| (peer, (node, addr)))
                     .collect();
                 self.apply_peer_set(Instant::now());
+                let _ = done.send(());
+            }
+            Command::RecheckCertificates { done } => {
+                if let Some(gate) = &mut self.gate {
+                    let refused = gate.recheck(SystemTime::now());
+                    self.drop_refused(refused);
+                }
                 let _ = done.send(());
             }
             Command::Shutdown { done } => {
@@ -378,8 +398,12 @@ impl Service {
         self.swarm.behaviour_mut().admission.set_allowed(allowed, now);
 
         let admission = &self.swarm.behaviour().admission;
-        let refused: Vec<(PeerId, Refusal)> =
-            self.connected.keys().filter_map(|peer| admission.check(peer, now).err().map(|r| (*peer, r))).collect();
+        // Every connected peer, admitted or still owing its certificate.
+        let refused: Vec<(PeerId, Refusal)> = self
+            .swarm
+            .connected_peers()
+            .filter_map(|peer| admission.check(peer, now).err().map(|r| (*peer, r)))
+            .collect();
         for (peer, refusal) in refused {
             self.metrics.refuse(refusal.metric_label());
             tracing::info!(target: "network", %peer, %refusal, "disconnecting peer no longer admitted");
@@ -446,18 +470,28 @@ impl Service {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 };
-                self.connected.insert(peer_id, node);
-                self.shared.connected.write().insert(node);
-                self.metrics.connected_peers.set(gauge(self.connected.len()));
-                self.dialer.connected(&peer_id, now);
                 tracing::info!(target: "network", %node, addr = %endpoint.get_remote_address(), "peer connected");
-                self.notify(NetworkEvent::PeerConnected(node));
+                match &mut self.gate {
+                    Some(gate) => {
+                        gate.connected(peer_id, now);
+                        let chain = gate.own_message();
+                        self.swarm.behaviour_mut().certificates.send_request(&peer_id, Frame::Data(chain));
+                    }
+                    None => self.admit(peer_id, node, now),
+                }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
                 if num_established != 0 {
                     return;
                 }
-                let Some(node) = self.connected.remove(&peer_id) else { return };
+                if let Some(gate) = &mut self.gate {
+                    gate.disconnected(&peer_id);
+                }
+                let Some(node) = self.connected.remove(&peer_id) else {
+                    // A peer dropped before admission still frees its dial slot.
+                    self.dialer.disconnected(&peer_id, now);
+                    return;
+                };
                 self.shared.connected.write().remove(&node);
                 self.metrics.connected_peers.set(gauge(self.connected.len()));
                 self.dialer.disconnected(&peer_id, now);
@@ -503,6 +537,61 @@ impl Service {
         }
     }
 
+    /// `peer` passed admission: it counts as connected from now on.
+    fn admit(&mut self, peer: PeerId, node: NodeId, now: Instant) {
+        self.connected.insert(peer, node);
+        self.shared.connected.write().insert(node);
+        self.metrics.connected_peers.set(gauge(self.connected.len()));
+        self.dialer.connected(&peer, now);
+        tracing::info!(target: "network", %node, "peer admitted");
+        self.notify(NetworkEvent::PeerConnected(node));
+    }
+
+    /// A peer presented its certificate chain.
+    fn on_certificate(&mut self, peer: PeerId, request: Frame, channel: ResponseChannel<Bytes>) {
+        // The acknowledgement; failure means the stream is gone already.
+        let _ = self.swarm.behaviour_mut().certificates.send_response(channel, Bytes::new());
+        let Some(gate) = &mut self.gate else { return };
+        let Some(node) = node_id_of(&peer) else { return };
+        let presented = match request {
+            Frame::Data(bytes) => gate.present(peer, node, &bytes, SystemTime::now()),
+            Frame::Rejected(error) => Err(CertRefusal::Malformed(error.to_string())),
+        };
+        match presented {
+            Ok(true) => self.admit(peer, node, Instant::now()),
+            Ok(false) => {}
+            Err(refusal) => {
+                if let Some(gate) = &mut self.gate {
+                    gate.disconnected(&peer);
+                }
+                self.drop_refused(vec![(peer, refusal)]);
+            }
+        }
+    }
+
+    /// Drops peers whose certificates were refused, counting each reason.
+    fn drop_refused(&mut self, refused: Vec<(PeerId, CertRefusal)>) {
+        for (peer, refusal) in refused {
+            self.metrics.refuse(refusal.metric_label());
+            tracing::warn!(target: "network", %peer, %refusal, "dropping peer: certificate refused");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// Drops peers that owe a certificate past the deadline, and peers whose certificate
+    /// expired.
+    fn enforce_certificates(&mut self, now: Instant, wall: SystemTime) {
+        let Some(gate) = &mut self.gate else { return };
+        let mut refused: Vec<(PeerId, CertRefusal)> =
+            gate.overdue(now).into_iter().map(|peer| (peer, CertRefusal::NoCertificate)).collect();
+        if gate.any_expired(wall) {
+            refused.extend(gate.recheck(wall));
+        }
+        if !refused.is_empty() {
+            self.drop_refused(refused);
+        }
+    }
+
     fn count_refusal(&self, cause: &ConnectionDenied, peer: &PeerId) {
         let reason = self.count_refusal_label(cause);
         tracing::debug!(target: "network", %peer, reason, "connection refused");
@@ -530,6 +619,17 @@ impl Service {
                     self.swarm.close_connection(connection);
                 }
             }
+            BehaviourEvent::Certificates(event) => match event {
+                request_response::Event::Message {
+                    peer,
+                    message: request_response::Message::Request { request, channel, .. },
+                    ..
+                } => self.on_certificate(peer, request, channel),
+                request_response::Event::OutboundFailure { peer, error, .. } => {
+                    tracing::debug!(target: "network", %peer, %error, "certificate chain not delivered");
+                }
+                _ => {}
+            },
             BehaviourEvent::Consensus(event) => self.on_protocol_event(Protocol::Consensus, event),
             BehaviourEvent::Txs(event) => self.on_protocol_event(Protocol::Transactions, event),
             BehaviourEvent::Sync(event) => self.on_protocol_event(Protocol::Sync, event),
@@ -575,6 +675,11 @@ impl Service {
             self.metrics.drop(protocol, "not_allowed");
             return;
         };
+        if self.gate.as_ref().is_some_and(|gate| gate.is_pending(&peer)) {
+            // Sent by a peer that verified our chain before we verified its own.
+            self.metrics.drop(protocol, "not_admitted");
+            return;
+        }
         let limits = &self.limits;
         let guard = self.guards.entry(peer).or_insert_with(|| Guard::new(limits, now));
         if !guard.limiter(protocol).try_acquire(now, bytes.len()) {

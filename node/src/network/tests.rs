@@ -16,11 +16,11 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Interval of condition polling.
 const POLL: Duration = Duration::from_millis(20);
 
-struct TestNode {
-    key: NodeKey,
-    handle: NetworkHandle,
-    events: mpsc::Receiver<NetworkEvent>,
-    registry: Registry,
+pub(super) struct TestNode {
+    pub(super) key: NodeKey,
+    pub(super) handle: NetworkHandle,
+    pub(super) events: mpsc::Receiver<NetworkEvent>,
+    pub(super) registry: Registry,
 }
 
 impl TestNode {
@@ -38,20 +38,24 @@ impl TestNode {
         let mut config = NetworkConfig::new(listen);
         config.bootstrap = bootstrap;
         config.limits = limits;
+        Self::start_config(key, config, registry).await
+    }
+
+    pub(super) async fn start_config(key: NodeKey, config: NetworkConfig, registry: Registry) -> Self {
         let (handle, events) = Network::start(config, &key, &registry).await.expect("network starts");
         Self { key, handle, events, registry }
     }
 
-    fn id(&self) -> NodeId {
+    pub(super) fn id(&self) -> NodeId {
         self.key.node_id()
     }
 
-    fn addr(&self) -> Multiaddr {
+    pub(super) fn addr(&self) -> Multiaddr {
         self.handle.listen_addrs().into_iter().next().expect("listening")
     }
 
     /// The next event matching `pick`, skipping others.
-    async fn next_event<T>(&mut self, mut pick: impl FnMut(NetworkEvent) -> Option<T>) -> T {
+    pub(super) async fn next_event<T>(&mut self, mut pick: impl FnMut(NetworkEvent) -> Option<T>) -> T {
         let wait = async {
             loop {
                 let event = self.events.recv().await.expect("network running");
@@ -64,7 +68,7 @@ impl TestNode {
     }
 
     /// The next consensus message, with its sender.
-    async fn next_consensus(&mut self) -> (NodeId, Bytes) {
+    pub(super) async fn next_consensus(&mut self) -> (NodeId, Bytes) {
         self.next_event(|event| match event {
             NetworkEvent::Consensus { from, bytes } => Some((from, bytes)),
             _ => None,
@@ -72,12 +76,12 @@ impl TestNode {
         .await
     }
 
-    fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+    pub(super) fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         counter(&self.registry, name, labels)
     }
 }
 
-fn loopback() -> Multiaddr {
+pub(super) fn loopback() -> Multiaddr {
     tcp_multiaddr("127.0.0.1:0".parse().expect("socket address"))
 }
 
@@ -98,7 +102,7 @@ fn counter(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
 }
 
 /// Waits until `condition` holds.
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+pub(super) async fn until(what: &str, mut condition: impl FnMut() -> bool) {
     let wait = async {
         while !condition() {
             tokio::time::sleep(POLL).await;

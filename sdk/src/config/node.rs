@@ -153,6 +153,10 @@ pub struct P2pConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<String>")]
     pub blacklist: Vec<alloy_primitives::B256>,
+    /// This node's certificate followed by its member CA's (PEM), presented to every peer;
+    /// required when the genesis names a chain CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
 }
 
 /// The node file (`node.yaml`). Relative paths are resolved against the file's own directory.
@@ -188,7 +192,10 @@ impl NodeConfig {
         let mut config: Self = load_yaml(file)?;
         config.validate().map_err(|e| invalid(file, e))?;
         let base = file.parent().unwrap_or(Path::new("."));
-        for path in [&mut config.data_dir, &mut config.genesis_file, &mut config.node_key_file] {
+        let cert_file = config.p2p.as_mut().and_then(|p2p| p2p.cert_file.as_mut());
+        for path in
+            [&mut config.data_dir, &mut config.genesis_file, &mut config.node_key_file].into_iter().chain(cert_file)
+        {
             if path.is_relative() {
                 *path = base.join(&*path);
             }

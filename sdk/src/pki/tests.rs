@@ -363,3 +363,32 @@ fn ca_files_round_trip_and_are_never_overwritten() {
     f.node.save_new(&cert_file).expect("save cert");
     assert!(matches!(f.node.save_new(&cert_file), Err(PkiError::File(KeyError::Exists(_)))));
 }
+
+#[test]
+fn node_chain_files_round_trip_and_bad_ones_are_named() {
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("node.crt");
+    let chain = f.member.issue_node_chain(&f.node_key.node_id(), valid_now()).expect("chain");
+    chain.save_new(&file).expect("written");
+    assert!(matches!(chain.save_new(&file), Err(PkiError::File(_))), "never overwritten");
+    let loaded = NodeChain::load(&file).expect("loads");
+    assert_eq!(loaded, chain);
+    let order = loaded.verify_order();
+    let refs: Vec<&[u8]> = order.iter().map(Vec::as_slice).collect();
+    assert_eq!(verify(&f.ca, &refs).expect("verifies").node_id(), &f.node_key.node_id());
+
+    let single = dir.path().join("single.crt");
+    f.node.save_new(&single).expect("written");
+    let err = NodeChain::load(&single).unwrap_err().to_string();
+    assert!(err.ends_with("holds 1 PEM blocks, expected the node certificate then its member CA's"), "{err}");
+    let swapped = dir.path().join("swapped.crt");
+    std::fs::write(&swapped, format!("{}{}", f.member.cert().pem(), f.node.pem())).expect("written");
+    assert!(NodeChain::load(&swapped).is_ok(), "parsing does not judge roles; verification does");
+    let refs: Vec<Vec<u8>> = NodeChain::load(&swapped).expect("parses").verify_order();
+    let refs: Vec<&[u8]> = refs.iter().map(Vec::as_slice).collect();
+    assert!(verify(&f.ca, &refs).is_err(), "a swapped chain does not verify");
+    let garbage = dir.path().join("garbage.crt");
+    std::fs::write(&garbage, "not pem").expect("written");
+    assert!(NodeChain::load(&garbage).unwrap_err().to_string().contains("garbage.crt"));
+}
