@@ -48,6 +48,8 @@ pub const CHAIN_ID: u64 = 20200;
 const FUNDED_ACCOUNTS: usize = 8;
 /// Native balance of each funded account, in wei.
 const FUNDED_BALANCE: u128 = 1_000_000_000_000_000_000_000_000;
+/// The chain CA's directory, inside the cluster's.
+const CA_DIR: &str = "ca";
 /// Each node's data directory, inside its node directory.
 const DATA_DIR: &str = "data";
 /// Set this variable to keep the cluster's directory (keys, data, logs) after the test.
@@ -61,6 +63,12 @@ pub struct ClusterSpec {
     /// Number of observer nodes in the genesis (each its own process, indices after the
     /// consensus nodes).
     pub observers: usize,
+    /// Nodes outside the genesis (indices after the observers): each has a key, a node file
+    /// and a place in the proxies, but no certificate and no process until the test issues one
+    /// (from a member CA of its choice, with `bcos-node ca` and the CA in [`Cluster::ca_dir`])
+    /// and starts it with [`Cluster::restart`]. The genesis nodes do not list them as peers;
+    /// they dial the genesis nodes, which admit them once the registry does.
+    pub spares: usize,
     /// Consensus algorithm.
     pub consensus: ConsensusMode,
     /// Block interval of the genesis system config.
@@ -79,6 +87,7 @@ impl ClusterSpec {
         Self {
             nodes,
             observers: 0,
+            spares: 0,
             consensus: ConsensusMode::Pbft,
             block_interval_ms: 200,
             consensus_timeout_ms: 1_000,
@@ -94,6 +103,11 @@ impl ClusterSpec {
     /// The same chain with `observers` observer nodes in the genesis.
     pub fn with_observers(self, observers: usize) -> Self {
         Self { observers, ..self }
+    }
+
+    /// The same chain with `spares` nodes outside the genesis (see [`ClusterSpec::spares`]).
+    pub fn with_spares(self, spares: usize) -> Self {
+        Self { spares, ..self }
     }
 
     /// The consensus timeout as a duration.
@@ -130,7 +144,8 @@ impl Cluster {
         ensure!(spec.nodes >= 2, "a cluster has at least two nodes");
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_owned();
-        let total = spec.nodes + spec.observers;
+        let genesis_nodes = spec.nodes + spec.observers;
+        let total = genesis_nodes + spec.spares;
         let count = u16::try_from(total).context("too many nodes")?;
         let base = free_port_range(count)?;
         let listen_ports: Vec<u16> = (0..count).map(|i| base + i).collect();
@@ -146,6 +161,9 @@ impl Cluster {
         let validity = Validity::starting(std::time::SystemTime::now(), CERT_VALIDITY);
         let ca = ChainCa::generate("test cluster", validity)?;
         let member = ca.issue_member_ca(&Member { name: "Test Bank".into(), id: "testbank".into() }, validity)?;
+        let ca_dir = path.join(CA_DIR);
+        std::fs::create_dir_all(&ca_dir)?;
+        ca.save_new(&ca_dir.join("ca.crt"), &ca_dir.join("ca.key"))?;
         let genesis = Genesis {
             chain_id: CHAIN_ID,
             timestamp_ms: now_ms(),
@@ -157,7 +175,7 @@ impl Cluster {
                 ..SystemConfig::default()
             },
             consensus_nodes: ids[..spec.nodes].to_vec(),
-            observer_nodes: ids[spec.nodes..].to_vec(),
+            observer_nodes: ids[spec.nodes..genesis_nodes].to_vec(),
             ca_cert: Some(ca.cert().pem().to_owned()),
             admins: vec![admin.address()],
             alloc: funded
@@ -174,9 +192,11 @@ impl Cluster {
             let node_dir = path.join(format!("node{index}"));
             std::fs::create_dir_all(&node_dir)?;
             key.save_new(&node_dir.join("node.key"))?;
-            member.issue_node_chain(&key.node_id(), validity)?.save_new(&node_dir.join("node.crt"))?;
+            if index < genesis_nodes {
+                member.issue_node_chain(&key.node_id(), validity)?.save_new(&node_dir.join("node.crt"))?;
+            }
             let mut peers = Vec::new();
-            for (other, other_key) in keys.iter().enumerate() {
+            for (other, other_key) in keys.iter().enumerate().take(genesis_nodes) {
                 if let Some(port) = proxy.port(index, other) {
                     peers.push(PeerAddress { node_id: other_key.node_id(), address: format!("127.0.0.1:{port}") });
                 }
@@ -211,8 +231,10 @@ impl Cluster {
         }
         let mut cluster =
             Self { spec, nodes, proxy, funded: funded.iter().map(AccountKey::secret).collect(), dir: Some(dir), path };
-        // Start every node at once: each spends most of its start-up opening its database.
-        let starts = cluster.nodes.iter().map(|node| spawn_node(&node.binary, &node.config, &node.log, node.id));
+        // Start every genesis node at once: each spends most of its start-up opening its database.
+        let starts = cluster.nodes[..genesis_nodes]
+            .iter()
+            .map(|node| spawn_node(&node.binary, &node.config, &node.log, node.id));
         let started = futures::future::join_all(starts).await;
         for (node, result) in cluster.nodes.iter_mut().zip(started) {
             let (child, endpoints) = result?;
@@ -237,9 +259,9 @@ impl Cluster {
         self.nodes.is_empty()
     }
 
-    /// Every node index.
+    /// Every genesis node's index (spares are not included).
     pub fn all(&self) -> Vec<usize> {
-        (0..self.nodes.len()).collect()
+        (0..self.spec.nodes + self.spec.observers).collect()
     }
 
     /// The nodes the genesis made consensus nodes.
@@ -249,7 +271,22 @@ impl Cluster {
 
     /// The nodes the genesis made observers.
     pub fn genesis_observers(&self) -> Vec<usize> {
-        (self.spec.nodes..self.nodes.len()).collect()
+        (self.spec.nodes..self.spec.nodes + self.spec.observers).collect()
+    }
+
+    /// The nodes outside the genesis (see [`ClusterSpec::spares`]).
+    pub fn spares(&self) -> Vec<usize> {
+        (self.spec.nodes + self.spec.observers..self.nodes.len()).collect()
+    }
+
+    /// The chain CA's directory (`ca.crt`, `ca.key`), as `bcos-node ca init` writes it.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.path.join(CA_DIR)
+    }
+
+    /// Node `i`'s directory (`node.key`, `node.crt`, `node.yaml`).
+    pub fn node_dir(&self, i: usize) -> PathBuf {
+        self.path.join(format!("node{i}"))
     }
 
     /// Directory with the genesis, keys, node files, data and logs.
@@ -264,7 +301,7 @@ impl Cluster {
 
     /// Node `i`'s data directory (the `data_dir` of its `node.yaml`).
     pub fn data_dir(&self, i: usize) -> PathBuf {
-        self.path.join(format!("node{i}")).join(DATA_DIR)
+        self.node_dir(i).join(DATA_DIR)
     }
 
     /// Deletes node `i`'s data directory (blocks, state, pool journal, consensus state), keeping
