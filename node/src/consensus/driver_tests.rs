@@ -8,9 +8,11 @@ use alloy_primitives::{Address, TxKind, U256};
 use alloy_sol_types::SolCall;
 use bcos_consensus::{EngineConfig, Validators};
 use bcos_sdk::{
-    config::{ConsensusMode, Genesis, SystemConfig, TxPoolConfig},
+    config::{Committee, ConsensusMode, Genesis, SystemConfig, TxPoolConfig},
     crypto::{AccountKey, NodeKey},
-    types::system::{INodeRegistry, ISystemConfig, NODE_REGISTRY_ADDRESS, SYSTEM_CONFIG_ADDRESS},
+    types::system::{
+        GOVERNANCE_ADDRESS, IGovernance, INodeRegistry, ISystemConfig, NODE_REGISTRY_ADDRESS, SYSTEM_CONFIG_ADDRESS,
+    },
 };
 use prometheus::Registry;
 use tokio::sync::{mpsc, watch};
@@ -77,7 +79,8 @@ pub(super) async fn start_chain_except(
         consensus_nodes: keys[..n].iter().map(NodeKey::node_id).collect(),
         observer_nodes: keys[n..].iter().map(NodeKey::node_id).collect(),
         ca_cert: None,
-        admins: vec![admin],
+        committee: Committee::single(admin),
+        permissions: Default::default(),
         alloc: Default::default(),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -216,14 +219,16 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Submits an administrator's call of a system contract.
+/// Submits a call of a system contract as a proposal of the committee's only member, which
+/// carries it out at once.
 fn admin_call(node: &TestNode, admin: &AccountKey, nonce: u64, to: Address, input: Vec<u8>) {
+    let propose = IGovernance::proposeCall { target: to, data: input.into(), expiresAtBlock: u64::MAX };
     let raw = admin.sign_transaction(TxEip1559 {
         chain_id: CHAIN_ID,
         nonce,
-        gas_limit: 200_000,
-        to: TxKind::Call(to),
-        input: input.into(),
+        gas_limit: 500_000,
+        to: TxKind::Call(GOVERNANCE_ADDRESS),
+        input: propose.abi_encode().into(),
         ..Default::default()
     });
     node.pool.submit(&raw).expect("admitted");
