@@ -5,6 +5,8 @@ pragma solidity ^0.8.0;
 /// (consensus nodes) and which only receive and verify them (observer nodes). Node ids are the
 /// nodes' Ed25519 public keys. A change made in block N is in force from block N+1: block N+1 is
 /// agreed on, and its certificate checked, by the consensus nodes listed after block N.
+/// The governance contract (0x…1005, a committee proposal) may make every change; an account with
+/// the `chainOperator` role may add new nodes as observers and remove observers.
 interface INodeRegistry {
     /// Emitted on every change; `role` is `consensus`, `observer` or `removed`.
     event NodeChanged(bytes32 indexed nodeId, string role);
@@ -13,10 +15,12 @@ interface INodeRegistry {
     function consensusNodes() external view returns (bytes32[] memory);
     /// The observer nodes.
     function observerNodes() external view returns (bytes32[] memory);
-    /// Makes a node (new, or an observer) a consensus node; only the chain's administrators.
+    /// Makes a node (new, or an observer) a consensus node; only the governance contract.
     function addConsensusNode(bytes32 nodeId) external returns (int32);
-    /// Makes a node (new, or a consensus node) an observer; only the chain's administrators.
+    /// Makes a node (new, or a consensus node) an observer: the governance contract, or a chain
+    /// operator for a node that is not a consensus node.
     function addObserverNode(bytes32 nodeId) external returns (int32);
-    /// Removes a node from the chain; the last consensus node cannot be removed.
+    /// Removes a node from the chain: the governance contract, or a chain operator for an
+    /// observer. The last consensus node cannot be removed.
     function removeNode(bytes32 nodeId) external returns (int32);
 }

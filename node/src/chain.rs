@@ -16,7 +16,7 @@ use bcos_sdk::{
     crypto::NodeKey,
     types::{
         BlockHeader, QuorumCertificate, StateWrite, StoredReceipt, Vote, state_commitment,
-        system::{NODE_REGISTRY_ADDRESS, SYSTEM_CONFIG_ADDRESS},
+        system::{GOVERNANCE_ADDRESS, NODE_REGISTRY_ADDRESS, PERMISSIONS_ADDRESS, SYSTEM_CONFIG_ADDRESS},
     },
 };
 use parking_lot::RwLock;
@@ -24,7 +24,7 @@ use tokio::sync::broadcast;
 
 use crate::{
     executor::{
-        BlockInput, ExecutedBlock, ExecutionError, Executor,
+        BlockInput, ExecutedBlock, ExecutionError, Executor, governance, permissions,
         registry::{self, NodeRole},
         system::{SYSTEM_CONTRACT_ADDRESSES, SYSTEM_CONTRACT_MARKER_CODE, genesis_storage, read_system_config},
     },
@@ -102,10 +102,15 @@ fn genesis_block(genesis: &Genesis) -> BlockWrite {
         put(&state_key::account(&address), Bytes::from(alloy_rlp::encode(system_account)));
     }
     put(&state_key::code(&marker_hash), Bytes::from_static(SYSTEM_CONTRACT_MARKER_CODE));
-    let mut system_slots = genesis_storage(&genesis.system_config, &genesis.admins);
+    let mut system_slots = genesis_storage(&genesis.system_config);
     system_slots.push((chain_slot("chain_id"), U256::from(genesis.chain_id)));
-    let registry_slots = registry::genesis_storage(&genesis.consensus_nodes, &genesis.observer_nodes);
-    for (address, slots) in [(SYSTEM_CONFIG_ADDRESS, system_slots), (NODE_REGISTRY_ADDRESS, registry_slots)] {
+    let contracts = [
+        (SYSTEM_CONFIG_ADDRESS, system_slots),
+        (NODE_REGISTRY_ADDRESS, registry::genesis_storage(&genesis.consensus_nodes, &genesis.observer_nodes)),
+        (PERMISSIONS_ADDRESS, permissions::genesis_storage(&genesis.permissions)),
+        (GOVERNANCE_ADDRESS, governance::genesis_storage(&genesis.committee)),
+    ];
+    for (address, slots) in contracts {
         for (slot, value) in slots {
             if !value.is_zero() {
                 put(&state_key::storage(&address, &slot), Bytes::from(value.to_be_bytes::<32>().to_vec()));

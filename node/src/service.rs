@@ -155,9 +155,13 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
     let consensus_nodes = chain.consensus_nodes()?;
     let registered = registered_nodes(&chain)?;
     if !registered.contains(&node_id) {
-        return Err(ServiceError::Unsupported(format!(
-            "node {node_id} is neither a consensus nor an observer node of this chain; add it to the node registry first"
-        )));
+        // A node joining after genesis only learns of its registration by syncing: it follows
+        // the chain as an observer, and its peers admit it once the registry lists it.
+        tracing::warn!(
+            target: "service",
+            %node_id,
+            "this node is not in the node registry of its local chain; it follows as an observer until it syncs its registration"
+        );
     }
     let consensus = match &config.p2p {
         None if consensus_nodes == [node_id] && registered == [node_id] => {

@@ -123,6 +123,24 @@ impl EngineMetrics {
     }
 }
 
+/// PBFT's quorum among `n` consensus nodes: `n - f` with `f = (n - 1) / 3`.
+pub fn bft_quorum(n: usize) -> usize {
+    n - (n - 1) / 3
+}
+
+/// The JSON-RPC error code and message with which `provider` refuses the raw transaction `raw`;
+/// an error if it accepts it.
+pub async fn rejection(provider: &impl Provider, raw: &Bytes) -> anyhow::Result<(i64, String)> {
+    let sent = tokio::time::timeout(REQUEST_TIMEOUT, provider.send_raw_transaction(raw)).await;
+    match sent.context("sending a raw transaction: no answer")? {
+        Ok(pending) => bail!("transaction {} was accepted", pending.tx_hash()),
+        Err(e) => {
+            let payload = e.as_error_resp().with_context(|| format!("not an error response: {e}"))?;
+            Ok((payload.code, payload.message.to_string()))
+        }
+    }
+}
+
 async fn limited<T, E>(what: &str, future: impl IntoFuture<Output = Result<T, E>>) -> anyhow::Result<T>
 where
     E: std::error::Error + Send + Sync + 'static,

@@ -8,6 +8,9 @@
 //!
 //! [`ClusterSpec::observers`] adds observer nodes to the genesis: processes after the consensus
 //! nodes, wired the same way, that follow the chain by sync and never vote.
+//! [`ClusterSpec::with_committee`] names a governing committee of several keys (one by default,
+//! deciding alone), and [`ClusterSpec::with_permissions`] switches the role checks on, with the
+//! funded accounts holding `deployer` and `transactor` so loads and probes still run.
 //!
 //! The cluster pins the `bcos-node` binary when it starts (a hard link in its directory), so a
 //! rebuild of the shared target directory during a test cannot restart a node with another build.
@@ -25,11 +28,12 @@ use alloy::{
 use anyhow::{Context, bail, ensure};
 use bcos_sdk::{
     config::{
-        ConsensusMode, Genesis, GenesisAccount, GrpcConfig, MetricsConfig, NodeConfig, P2pConfig, PeerAddress,
-        RpcConfig, StorageConfig, SystemConfig, TxPoolConfig,
+        Committee, ConsensusMode, Genesis, GenesisAccount, GrpcConfig, MetricsConfig, NodeConfig, P2pConfig,
+        PeerAddress, Permissions, RpcConfig, StorageConfig, SystemConfig, TxPoolConfig,
     },
     crypto::{AccountKey, NodeKey},
     pki::{ChainCa, Member, Validity},
+    types::system::Role,
 };
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -79,6 +83,12 @@ pub struct ClusterSpec {
     /// block holding a whole backlog (after a stall) can take longer to build and re-execute
     /// than a short view timeout; small blocks keep the fault tests within their timeouts.
     pub max_txs_per_block: u64,
+    /// Members of the governing committee (their keys: [`Cluster::committee_key`]).
+    pub committee: usize,
+    /// Approvals a proposal needs.
+    pub threshold: u32,
+    /// Whether transactions are checked against roles.
+    pub permissions: bool,
 }
 
 impl ClusterSpec {
@@ -92,6 +102,9 @@ impl ClusterSpec {
             block_interval_ms: 200,
             consensus_timeout_ms: 1_000,
             max_txs_per_block: 20,
+            committee: 1,
+            threshold: 1,
+            permissions: false,
         }
     }
 
@@ -108,6 +121,17 @@ impl ClusterSpec {
     /// The same chain with `spares` nodes outside the genesis (see [`ClusterSpec::spares`]).
     pub fn with_spares(self, spares: usize) -> Self {
         Self { spares, ..self }
+    }
+
+    /// The same chain governed by a committee of `members` of which `threshold` must approve.
+    pub fn with_committee(self, members: usize, threshold: u32) -> Self {
+        Self { committee: members, threshold, ..self }
+    }
+
+    /// The same chain with role checks on; the funded accounts may deploy and transact, nobody
+    /// else.
+    pub fn with_permissions(self) -> Self {
+        Self { permissions: true, ..self }
     }
 
     /// The consensus timeout as a duration.
@@ -134,6 +158,7 @@ pub struct Cluster {
     nodes: Vec<Node>,
     proxy: Proxy,
     funded: Vec<[u8; 32]>,
+    committee: Vec<[u8; 32]>,
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
 }
@@ -142,6 +167,7 @@ impl Cluster {
     /// Creates the chain in a new temporary directory and starts every node.
     pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
         ensure!(spec.nodes >= 2, "a cluster has at least two nodes");
+        ensure!(spec.committee >= 1, "a chain has a committee");
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_owned();
         let genesis_nodes = spec.nodes + spec.observers;
@@ -152,8 +178,10 @@ impl Cluster {
         let proxy = Proxy::start(&listen_ports).await?;
         let binary = pin_binary(&path)?;
 
-        let admin = AccountKey::generate();
-        admin.save_new(&path.join("admin.key"))?;
+        let committee: Vec<AccountKey> = (0..spec.committee).map(|_| AccountKey::generate()).collect();
+        for (i, member) in committee.iter().enumerate() {
+            member.save_new(&path.join(format!("committee{i}.key")))?;
+        }
         let keys: Vec<NodeKey> = (0..total).map(|_| NodeKey::generate()).collect();
         let ids: Vec<B256> = keys.iter().map(NodeKey::node_id).collect();
         let funded: Vec<AccountKey> = (0..FUNDED_ACCOUNTS).map(|_| AccountKey::generate()).collect();
@@ -177,7 +205,18 @@ impl Cluster {
             consensus_nodes: ids[..spec.nodes].to_vec(),
             observer_nodes: ids[spec.nodes..genesis_nodes].to_vec(),
             ca_cert: Some(ca.cert().pem().to_owned()),
-            admins: vec![admin.address()],
+            committee: Committee {
+                members: committee.iter().map(AccountKey::address).collect(),
+                threshold: spec.threshold,
+            },
+            permissions: Permissions {
+                enabled: spec.permissions,
+                roles: if spec.permissions {
+                    funded.iter().map(|key| (key.address(), vec![Role::Deployer, Role::Transactor])).collect()
+                } else {
+                    Default::default()
+                },
+            },
             alloc: funded
                 .iter()
                 .map(|key| {
@@ -229,8 +268,15 @@ impl Cluster {
                 paused: false,
             });
         }
-        let mut cluster =
-            Self { spec, nodes, proxy, funded: funded.iter().map(AccountKey::secret).collect(), dir: Some(dir), path };
+        let mut cluster = Self {
+            spec,
+            nodes,
+            proxy,
+            funded: funded.iter().map(AccountKey::secret).collect(),
+            committee: committee.iter().map(AccountKey::secret).collect(),
+            dir: Some(dir),
+            path,
+        };
         // Start every genesis node at once: each spends most of its start-up opening its database.
         let starts = cluster.nodes[..genesis_nodes]
             .iter()
@@ -294,9 +340,12 @@ impl Cluster {
         &self.path
     }
 
-    /// The key of the chain's administrator (the genesis `admins`).
-    pub fn admin_key(&self) -> anyhow::Result<AccountKey> {
-        Ok(AccountKey::load(&self.path.join("admin.key"))?)
+    /// The key of committee member `i` (also in `committee<i>.key` in the cluster's directory).
+    pub fn committee_key(&self, i: usize) -> anyhow::Result<AccountKey> {
+        self.committee
+            .get(i)
+            .and_then(|secret| AccountKey::from_secret(*secret))
+            .with_context(|| format!("no committee member {i}"))
     }
 
     /// Node `i`'s data directory (the `data_dir` of its `node.yaml`).
@@ -315,6 +364,11 @@ impl Cluster {
     /// Node `i`'s node id.
     pub fn node_id(&self, i: usize) -> B256 {
         self.nodes[i].id
+    }
+
+    /// The node ids of `nodes`, in order.
+    pub fn node_ids(&self, nodes: &[usize]) -> Vec<B256> {
+        nodes.iter().map(|&i| self.node_id(i)).collect()
     }
 
     /// The index of the node with id `id`.

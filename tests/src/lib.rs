@@ -8,8 +8,9 @@
 //! [`Devnet`] runs `bcos-node devnet` (all nodes in one process). [`Cluster`] runs a chain of
 //! `bcos-node run` processes joined through TCP proxies ([`proxy`]), so tests can crash, pause and
 //! partition single nodes; [`checks`] compares their chains and [`Load`] keeps transactions
-//! flowing meanwhile. [`admin`] reconfigures a running cluster as its administrator (consensus
-//! switches, node registry changes); [`checks`] also reads quorum certificates and engine metrics.
+//! flowing meanwhile. [`admin`] governs a running cluster through its committee's proposals and
+//! votes (consensus switches, node registry changes, roles, the audit log); [`checks`] also reads
+//! quorum certificates and engine metrics.
 
 pub mod admin;
 pub mod checks;
@@ -101,7 +102,8 @@ impl Devnet {
         &self.dir
     }
 
-    /// The key of the account allowed to change system config.
+    /// The admin key: the devnet's whole governing committee (with `--permissions`, also the
+    /// holder of every role).
     pub fn admin_key(&self) -> anyhow::Result<AccountKey> {
         Ok(AccountKey::load(&self.dir.join("admin.key"))?)
     }
@@ -267,5 +269,21 @@ pub mod node_registry {
     alloy::sol!(
         #[sol(rpc)]
         "../contracts/system/INodeRegistry.sol"
+    );
+}
+
+/// Client bindings of the governance contract.
+pub mod governance {
+    alloy::sol!(
+        #[sol(rpc, all_derives)]
+        "../contracts/system/IGovernance.sol"
+    );
+}
+
+/// Client bindings of the roles and permissions contract.
+pub mod permissions {
+    alloy::sol!(
+        #[sol(rpc)]
+        "../contracts/system/IPermissions.sol"
     );
 }

@@ -1,5 +1,6 @@
 //! A single-node chain driven over JSON-RPC by alloy: contracts, events, subscriptions, system
-//! config, and every transaction rejection with its error code.
+//! config changed by the devnet's one-member committee, every transaction rejection with its error
+//! code, and a devnet with permission checks.
 
 use std::time::Duration;
 
@@ -11,10 +12,15 @@ use alloy::{
     providers::{Provider, ProviderBuilder, WsConnect},
     rpc::types::Filter,
     signers::local::PrivateKeySigner,
-    sol_types::SolEvent,
+    sol_types::{SolCall, SolEvent},
 };
-use bcos_sdk::{crypto::AccountKey, types::system::SYSTEM_CONFIG_ADDRESS};
-use bcos_tests::{Devnet, erc20::ERC20, system_config::ISystemConfig, wait_for};
+use bcos_sdk::{
+    crypto::AccountKey,
+    types::system::{GOVERNANCE_ADDRESS, SYSTEM_CONFIG_ADDRESS},
+};
+use bcos_tests::{
+    Devnet, checks::rejection, erc20::ERC20, governance::IGovernance, system_config::ISystemConfig, wait_for,
+};
 use futures::StreamExt;
 
 const CHAIN_ID: u64 = 20200;
@@ -94,29 +100,39 @@ async fn erc20_deploy_transfer_events_and_revert_reasons() -> anyhow::Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn system_config_is_readable_and_changed_only_by_admins_from_the_next_block() -> anyhow::Result<()> {
+async fn system_config_is_readable_and_changed_only_by_governance_from_the_next_block() -> anyhow::Result<()> {
     let (_dir, devnet) = devnet()?;
     let admin = devnet.admin_key()?;
     let admin_signer = PrivateKeySigner::from_bytes(&admin.secret().into())?;
     let admin_provider = ProviderBuilder::new().wallet(EthereumWallet::from(admin_signer)).connect_http(url(&devnet)?);
-    let stranger_provider =
-        ProviderBuilder::new().wallet(EthereumWallet::from(PrivateKeySigner::random())).connect_http(url(&devnet)?);
     let config = ISystemConfig::new(SYSTEM_CONFIG_ADDRESS, &admin_provider);
     assert_eq!(config.blockIntervalMs().call().await?, 500);
     assert_eq!(config.consensusMode().call().await?, "pbft");
     let current = config.getValueByKey("max_txs_per_block".into()).call().await?;
     assert_eq!(current.value, "10000");
 
-    let as_stranger = ISystemConfig::new(SYSTEM_CONFIG_ADDRESS, &stranger_provider);
-    let err = as_stranger.setValueByKey("block_interval_ms".into(), "200".into()).call().await.expect_err("not admin");
-    assert!(err.to_string().contains("is not a chain administrator"), "{err}");
-    let err = config.setValueByKey("block_interval_ms".into(), "5".into()).call().await.expect_err("out of range");
-    assert!(err.to_string().contains("must be between 50 and 60000"), "{err}");
-    let err = config.setValueByKey("consensus_mode".into(), "paxos".into()).call().await.expect_err("bad mode");
-    assert!(err.to_string().contains("unknown consensus mode"), "{err}");
-
-    let receipt = config.setValueByKey("block_interval_ms".into(), "200".into()).send().await?.get_receipt().await?;
+    // Even the committee's only member changes nothing by calling the contract itself.
+    let err = config.setValueByKey("block_interval_ms".into(), "200".into()).call().await.expect_err("no proposal");
+    assert!(err.to_string().contains("is not the governance contract"), "{err}");
+    // The devnet's committee is the admin alone: its proposals run at once, and one whose change
+    // the contract refuses is recorded as failed, with the reason.
+    let governance = IGovernance::new(GOVERNANCE_ADDRESS, &admin_provider);
+    let propose = |key: &str, value: &str| {
+        let change = ISystemConfig::setValueByKeyCall { key: key.into(), value: value.into() };
+        governance.propose(SYSTEM_CONFIG_ADDRESS, change.abi_encode().into(), u64::MAX)
+    };
+    for (key, value, reason) in [
+        ("block_interval_ms", "5", "must be between 50 and 60000"),
+        ("consensus_mode", "paxos", "unknown consensus mode"),
+    ] {
+        let receipt = propose(key, value).send().await?.get_receipt().await?;
+        assert!(receipt.status(), "the proposal itself succeeds");
+        let failed = receipt.decoded_log::<IGovernance::ProposalFailed>().expect("ProposalFailed event");
+        assert!(failed.reason.contains(reason), "{}", failed.reason);
+    }
+    let receipt = propose("block_interval_ms", "200").send().await?.get_receipt().await?;
     assert!(receipt.status());
+    assert!(receipt.decoded_log::<IGovernance::ProposalExecuted>().is_some(), "executed with the proposal");
     let changed = receipt.decoded_log::<ISystemConfig::ConfigChanged>().expect("ConfigChanged event");
     let changed_in = receipt.block_number.expect("mined");
     assert_eq!(changed.enableNumber, U256::from(changed_in + 1));
@@ -130,6 +146,25 @@ async fn system_config_is_readable_and_changed_only_by_admins_from_the_next_bloc
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permissioned_devnet_refuses_accounts_without_roles_and_serves_its_admin() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let devnet = Devnet::start_with(&dir.path().join("chain"), &["--permissions"])?;
+    let provider = ProviderBuilder::new().connect_http(url(&devnet)?);
+    let stranger = AccountKey::generate();
+    let (code, message) = rejection(&provider, &signed(&stranger, 0, 21_000, Bytes::new(), CHAIN_ID)).await?;
+    assert_eq!(code, -32017, "{message}");
+    assert!(message.contains(&stranger.address().to_string()) && message.contains("transactor"), "{message}");
+
+    // The admin holds every role: it deploys and transacts.
+    let admin = PrivateKeySigner::from_bytes(&devnet.admin_key()?.secret().into())?;
+    let admin_provider = ProviderBuilder::new().wallet(EthereumWallet::from(admin)).connect_http(url(&devnet)?);
+    let token = ERC20::deploy(&admin_provider, "Bank Token".into(), "BNK".into(), U256::from(10)).await?;
+    let receipt = token.transfer(stranger.address(), U256::from(1)).send().await?.get_receipt().await?;
+    assert!(receipt.status());
+    Ok(())
+}
+
 /// Signs an EIP-1559 transaction with the sdk's libsecp256k1 signer.
 fn signed(key: &AccountKey, nonce: u64, gas_limit: u64, input: Bytes, chain_id: u64) -> Bytes {
     key.sign_transaction(TxEip1559 {
@@ -140,16 +175,6 @@ fn signed(key: &AccountKey, nonce: u64, gas_limit: u64, input: Bytes, chain_id: 
         input,
         ..Default::default()
     })
-}
-
-async fn rejection_code(provider: &impl Provider, raw: &Bytes) -> anyhow::Result<(i64, String)> {
-    match provider.send_raw_transaction(raw).await {
-        Ok(pending) => anyhow::bail!("transaction {} was accepted", pending.tx_hash()),
-        Err(e) => {
-            let payload = e.as_error_resp().ok_or_else(|| anyhow::anyhow!("not an error response: {e}"))?;
-            Ok((payload.code, payload.message.to_string()))
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,7 +210,7 @@ async fn every_transaction_rejection_has_its_own_code() -> anyhow::Result<()> {
         ("nonce gap", signed(&key, 5_000, 21_000, Bytes::new(), CHAIN_ID), -32010, "nonce too high"),
     ];
     for (name, raw, code, message) in &cases {
-        let (got_code, got_message) = rejection_code(&provider, raw).await?;
+        let (got_code, got_message) = rejection(&provider, raw).await?;
         assert_eq!(got_code, *code, "{name}: {got_message}");
         assert!(got_message.starts_with(message), "{name}: {got_message}");
     }
@@ -194,15 +219,15 @@ async fn every_transaction_rejection_has_its_own_code() -> anyhow::Result<()> {
     let mut tampered = signed(&key, 0, 21_000, Bytes::new(), CHAIN_ID).to_vec();
     let len = tampered.len();
     tampered[len - 40] ^= 0xff;
-    let (code, message) = rejection_code(&provider, &Bytes::from(tampered.clone())).await.unwrap_or((0, String::new()));
+    let (code, message) = rejection(&provider, &Bytes::from(tampered.clone())).await.unwrap_or((0, String::new()));
     assert!(code == -32006 || code == 0, "tampered signature: {code} {message}");
 
     // Queue a future nonce: a resubmission is known, a different one at that nonce underpriced.
     let queued = signed(&key, 3, 21_000, Bytes::new(), CHAIN_ID);
     let _queued = provider.send_raw_transaction(&queued).await?;
-    let (code, message) = rejection_code(&provider, &queued).await?;
+    let (code, message) = rejection(&provider, &queued).await?;
     assert_eq!((code, message.as_str()), (-32008, "already known"));
-    let (code, message) = rejection_code(&provider, &signed(&key, 3, 22_000, Bytes::new(), CHAIN_ID)).await?;
+    let (code, message) = rejection(&provider, &signed(&key, 3, 22_000, Bytes::new(), CHAIN_ID)).await?;
     assert_eq!((code, message.as_str()), (-32011, "replacement transaction underpriced"));
     let pending: u64 = provider.get_transaction_count(key.address()).pending().await?;
     assert_eq!(pending, 0, "nonce 3 waits for 0..=2");
@@ -211,7 +236,7 @@ async fn every_transaction_rejection_has_its_own_code() -> anyhow::Result<()> {
     let first = signed(&key, 0, 21_000, Bytes::new(), CHAIN_ID);
     let receipt = provider.send_raw_transaction(&first).await?.get_receipt().await?;
     assert!(receipt.status());
-    let (code, message) = rejection_code(&provider, &signed(&key, 0, 30_000, Bytes::new(), CHAIN_ID)).await?;
+    let (code, message) = rejection(&provider, &signed(&key, 0, 30_000, Bytes::new(), CHAIN_ID)).await?;
     assert_eq!((code, message.as_str()), (-32009, "nonce too low: next nonce 1, tx nonce 0"));
 
     // Malformed JSON-RPC is answered, never crashes the node.
@@ -240,12 +265,12 @@ async fn a_full_pool_and_a_busy_sender_are_refused() -> anyhow::Result<()> {
     for nonce in 1..=2 {
         let _pooled = provider.send_raw_transaction(&signed(&busy, nonce, 21_000, Bytes::new(), CHAIN_ID)).await?;
     }
-    let (code, message) = rejection_code(&provider, &signed(&busy, 3, 21_000, Bytes::new(), CHAIN_ID)).await?;
+    let (code, message) = rejection(&provider, &signed(&busy, 3, 21_000, Bytes::new(), CHAIN_ID)).await?;
     assert_eq!((code, message.as_str()), (-32013, "too many pending transactions from sender (limit 2)"));
     let _last_fit =
         provider.send_raw_transaction(&signed(&AccountKey::generate(), 1, 21_000, Bytes::new(), CHAIN_ID)).await?;
     let (code, message) =
-        rejection_code(&provider, &signed(&AccountKey::generate(), 1, 21_000, Bytes::new(), CHAIN_ID)).await?;
+        rejection(&provider, &signed(&AccountKey::generate(), 1, 21_000, Bytes::new(), CHAIN_ID)).await?;
     assert_eq!((code, message.as_str()), (-32012, "txpool is full"));
     let pending: serde_json::Value = provider.raw_request("bcos_pendingTransactionCount".into(), ()).await?;
     assert_eq!(pending, "0x3");

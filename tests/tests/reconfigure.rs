@@ -1,6 +1,7 @@
 //! Reconfiguring a running multi-process chain under a steady load of transfers: consensus
 //! switches scheduled through the system config, observers that follow by sync, a node restarted
-//! on an empty data directory, and node set changes through the node registry.
+//! on an empty data directory, and node set changes through the node registry; every change is a
+//! proposal of the chain's one-member committee, which runs at once.
 //!
 //! Every test ends by checking that the nodes hold the same chain and that every acknowledged
 //! transfer is in it exactly once; the quorum certificates are checked against the node set in
@@ -8,30 +9,20 @@
 
 use std::time::Duration;
 
-use alloy::primitives::B256;
 use bcos_sdk::config::ConsensusMode;
-use bcos_tests::{Cluster, ClusterSpec, Load};
+use bcos_tests::{Cluster, ClusterSpec, Load, checks::bft_quorum};
 
 /// Generous bound for anything that should take seconds (2 shared cores, 4-5 debug nodes).
 const PATIENCE: Duration = Duration::from_secs(60);
 /// Time for transfers a node acknowledged to reach its peers before it is killed or removed
 /// (gossip batches wait 20 ms).
 const GOSSIP_DRAIN: Duration = Duration::from_millis(500);
-/// How far past the head a consensus switch is scheduled: room for the administrator's
-/// transaction to commit first (a 200 ms block interval).
+/// How far past the head a consensus switch is scheduled: room for the committee's proposal to
+/// commit first (a 200 ms block interval).
 const SWITCH_AHEAD: u64 = 5;
 
 fn others(cluster: &Cluster, excluded: &[usize]) -> Vec<usize> {
     cluster.all().into_iter().filter(|i| !excluded.contains(i)).collect()
-}
-
-fn ids(cluster: &Cluster, nodes: &[usize]) -> Vec<B256> {
-    nodes.iter().map(|&i| cluster.node_id(i)).collect()
-}
-
-/// PBFT's quorum among `n` consensus nodes: `n - f` with `f = (n - 1) / 3`.
-fn bft_quorum(n: usize) -> usize {
-    n - (n - 1) / 3
 }
 
 /// The highest height among `nodes`.
@@ -74,7 +65,7 @@ async fn pbft_raft_pbft_under_load_loses_and_duplicates_nothing() -> anyhow::Res
     assert!(height > to_pbft, "the chain stopped at {height}, before the switch back at {to_pbft}");
     // The certificates of every engine verify: PBFT's quorum of 3 of 4 before and after, Raft's
     // majority of 3 of 4 in between.
-    let members = ids(&cluster, &all);
+    let members = cluster.node_ids(&all);
     cluster.assert_certificates(0, 1, height, &members, 3).await?;
 
     let mut exact = 0;
@@ -95,7 +86,7 @@ async fn an_observer_and_an_empty_node_sync_and_verify_certificates() -> anyhow:
     let (mut cluster, mut load) = Load::on_new_cluster(ClusterSpec::pbft(4).with_observers(1), PATIENCE).await?;
     let consensus = cluster.genesis_consensus();
     let observer = cluster.genesis_observers()[0];
-    let members = ids(&cluster, &consensus);
+    let members = cluster.node_ids(&consensus);
     let quorum = bft_quorum(consensus.len());
 
     // The observer follows the chain under load: same blocks, never a vote of its own.
@@ -151,7 +142,7 @@ async fn an_observer_promoted_by_the_registry_joins_the_quorum() -> anyhow::Resu
     let voted = cluster.wait_vote(&cluster.all(), observer, promoted, PATIENCE).await?;
     let height = cluster.wait_progress(&cluster.all(), 3, PATIENCE).await?;
     let five = cluster.all();
-    let members = ids(&cluster, &five);
+    let members = cluster.node_ids(&five);
     for &i in &five {
         cluster.assert_certificates(i, promoted + 1, height, &members, bft_quorum(five.len())).await?;
     }
@@ -169,7 +160,7 @@ async fn an_observer_promoted_by_the_registry_joins_the_quorum() -> anyhow::Resu
     load.wait_sent(10, PATIENCE).await?;
 
     let height = finish(&cluster, &mut load, &remaining, "promotion and removal").await?;
-    let members = ids(&cluster, &remaining);
+    let members = cluster.node_ids(&remaining);
     for &i in &remaining {
         cluster.assert_certificates(i, removed + 1, height, &members, bft_quorum(remaining.len())).await?;
     }
@@ -205,7 +196,7 @@ async fn a_node_down_across_a_switch_syncs_over_it_and_runs_the_new_engine() -> 
     load.set_targets(&cluster, &all)?;
     load.wait_sent(10, PATIENCE).await?;
     let height = finish(&cluster, &mut load, &all, "down across a switch").await?;
-    cluster.assert_certificates(victim, 1, height, &ids(&cluster, &all), 3).await?;
+    cluster.assert_certificates(victim, 1, height, &cluster.node_ids(&all), 3).await?;
     Ok(())
 }
 
@@ -237,8 +228,8 @@ async fn raft_promotes_an_observer_and_goes_on_without_its_removed_leader() -> a
     load.wait_sent(10, PATIENCE).await?;
 
     let height = finish(&cluster, &mut load, &remaining, "raft promotion and leader removal").await?;
-    let five = ids(&cluster, &cluster.all());
-    let four = ids(&cluster, &remaining);
+    let five = cluster.node_ids(&cluster.all());
+    let four = cluster.node_ids(&remaining);
     for &i in &remaining {
         cluster.assert_certificates(i, promoted + 1, removed, &five, 3).await?;
         cluster.assert_certificates(i, removed + 1, height, &four, 3).await?;

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use bcos_sdk::{
     config::{
-        ConsensusMode, Genesis, GrpcConfig, MetricsConfig, NodeConfig, P2pConfig, PeerAddress, RpcConfig,
-        StorageConfig, SystemConfig, TxPoolConfig,
+        Committee, ConsensusMode, Genesis, GrpcConfig, MetricsConfig, NodeConfig, P2pConfig, PeerAddress, Permissions,
+        RpcConfig, StorageConfig, SystemConfig, TxPoolConfig,
     },
     crypto::{AccountKey, NodeKey},
     pki::{ChainCa, Member, Validity},
+    types::system::Role,
 };
 use clap::Args;
 
@@ -52,6 +53,11 @@ pub struct DevnetArgs {
     /// Peer-to-peer port of node 0 (node i uses this + i); unused by a single node.
     #[arg(long, default_value_t = 30300)]
     pub p2p_port: u16,
+    /// Checks transactions against roles on a new devnet (deploying needs `deployer`, other
+    /// transactions `transactor`); the admin account gets every role. The admin is the whole
+    /// governing committee either way, so its proposals take effect at once.
+    #[arg(long)]
+    pub permissions: bool,
 }
 
 const GENESIS_FILE: &str = "genesis.yaml";
@@ -123,6 +129,11 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
     }
     let node_ids: Vec<_> = keys.iter().map(NodeKey::node_id).collect();
     let (consensus_nodes, observer_nodes) = node_ids.split_at(usize::from(args.nodes));
+    // With checks on, the admin holds every role so the devnet stays usable from its one key.
+    let permissions = Permissions {
+        enabled: args.permissions,
+        roles: if args.permissions { [(admin.address(), Role::ALL.to_vec())].into() } else { Default::default() },
+    };
     let genesis = Genesis {
         chain_id: args.chain_id,
         timestamp_ms: crate::chain::now_ms(),
@@ -135,7 +146,8 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
         consensus_nodes: consensus_nodes.to_vec(),
         observer_nodes: observer_nodes.to_vec(),
         ca_cert: Some(ca.cert().pem().to_owned()),
-        admins: vec![admin.address()],
+        committee: Committee::single(admin.address()),
+        permissions,
         alloc: Default::default(),
     };
     genesis.save(&args.dir.join(GENESIS_FILE))?;
@@ -157,9 +169,10 @@ pub(super) async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let genesis = Genesis::load(&genesis_path)?;
     let admin = AccountKey::load(&args.dir.join(ADMIN_KEY_FILE))?;
     println!(
-        "chain id {}  consensus {}  admin account {} (key in {})",
+        "chain id {}  consensus {}  permissions {}  admin account {} (the committee; key in {})",
         genesis.chain_id,
         genesis.system_config.consensus_mode,
+        if genesis.permissions.enabled { "on" } else { "off" },
         admin.address(),
         args.dir.join(ADMIN_KEY_FILE).display()
     );

@@ -8,10 +8,12 @@ use alloy_primitives::{Address, TxKind, U256};
 use alloy_sol_types::SolCall;
 use bcos_consensus::{EngineConfig, Validators};
 use bcos_sdk::{
-    config::{ConsensusMode, Genesis, SystemConfig, TxPoolConfig},
+    config::{Committee, ConsensusMode, Genesis, SystemConfig, TxPoolConfig},
     crypto::{AccountKey, NodeKey},
     pki::{ChainCa, Member, MemberCa, Validity},
-    types::system::{INodeRegistry, ISystemConfig, NODE_REGISTRY_ADDRESS, SYSTEM_CONFIG_ADDRESS},
+    types::system::{
+        GOVERNANCE_ADDRESS, IGovernance, INodeRegistry, ISystemConfig, NODE_REGISTRY_ADDRESS, SYSTEM_CONFIG_ADDRESS,
+    },
 };
 use prometheus::Registry;
 use tokio::sync::{mpsc, watch};
@@ -150,7 +152,8 @@ pub(super) async fn start(spec: ChainSpec) -> StartedChain {
         consensus_nodes: keys[..n].iter().map(NodeKey::node_id).collect(),
         observer_nodes: keys[n..].iter().map(NodeKey::node_id).collect(),
         ca_cert: Some(pki.ca.cert().pem().to_owned()),
-        admins: vec![admin],
+        committee: Committee::single(admin),
+        permissions: Default::default(),
         alloc: Default::default(),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -294,14 +297,16 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Submits an administrator's call of a system contract.
+/// Submits a call of a system contract as a proposal of the committee's only member, which
+/// carries it out at once.
 fn admin_call(node: &TestNode, admin: &AccountKey, nonce: u64, to: Address, input: Vec<u8>) {
+    let propose = IGovernance::proposeCall { target: to, data: input.into(), expiresAtBlock: u64::MAX };
     let raw = admin.sign_transaction(TxEip1559 {
         chain_id: CHAIN_ID,
         nonce,
-        gas_limit: 200_000,
-        to: TxKind::Call(to),
-        input: input.into(),
+        gas_limit: 500_000,
+        to: TxKind::Call(GOVERNANCE_ADDRESS),
+        input: propose.abi_encode().into(),
         ..Default::default()
     });
     node.pool.submit(&raw).expect("admitted");

@@ -142,7 +142,7 @@ fn check_header_rules(
 mod tests {
     use alloy_primitives::Address;
     use bcos_sdk::{
-        config::{Genesis, SystemConfig},
+        config::{Committee, Genesis, SystemConfig},
         crypto::{AccountKey, NodeKey},
     };
 
@@ -160,7 +160,8 @@ mod tests {
             consensus_nodes: vec![NodeKey::generate().node_id(), NodeKey::generate().node_id()],
             observer_nodes: Vec::new(),
             ca_cert: None,
-            admins: vec![],
+            committee: Committee::single(Address::repeat_byte(0xad)),
+            permissions: Default::default(),
             alloc: Default::default(),
         }
     }

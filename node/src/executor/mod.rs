@@ -8,9 +8,20 @@
 //!
 //! The chain charges no fees (`disable_fee_charge`): a zero gas price is fine and an account
 //! needs no balance to transact, while value transfers still need a balance.
+//!
+//! Before each transaction of a block, its sender's permission is checked against the state the
+//! block has reached ([`permissions::check_transaction`]); a refused transaction goes to
+//! [`ExecutedBlock::rejected`] like one with a wrong nonce, so every node decides alike.
 
+mod audit;
 mod db;
+pub mod governance;
+#[cfg(test)]
+mod governance_tests;
+pub mod permissions;
 pub mod registry;
+pub mod revocation;
+mod slots;
 pub mod system;
 #[cfg(test)]
 mod tests;
@@ -19,11 +30,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use alloy_consensus::{Transaction, TxReceipt};
 use alloy_primitives::{Address, B256, Bloom, Bytes, TxKind, U256};
-use bcos_sdk::types::{RecoveredTx, StateWrite, StoredLog, StoredReceipt, state_commitment};
+use bcos_sdk::types::{
+    RecoveredTx, StateWrite, StoredLog, StoredReceipt, state_commitment, system::PERMISSIONS_ADDRESS,
+};
 use revm::{
-    Context, ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext,
+    Context, DatabaseRef, ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext,
     context::{
-        BlockEnv, TxEnv,
+        BlockEnv, ContextTr, TxEnv,
         result::{EVMError, ExecutionResult, Output},
     },
     database::CacheDB,
@@ -31,6 +44,8 @@ use revm::{
     state::EvmState,
 };
 
+pub use permissions::PermissionDenied;
+pub use revocation::read_revoked;
 pub use system::{SystemContracts, read_system_config};
 
 use crate::storage::{AccountState, BlockReader, StateReader, StorageError, state_key};
@@ -83,7 +98,7 @@ pub struct BlockInput {
 }
 
 /// What executing a block produced.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ExecutedBlock {
     /// Transactions included, in order.
     pub included: Vec<RecoveredTx>,
@@ -98,7 +113,9 @@ pub struct ExecutedBlock {
     /// Bloom over all logs.
     pub logs_bloom: Bloom,
     /// Transactions that cannot be executed (for example a value transfer without balance
-    /// would still execute; a wrong nonce would not), with the reason.
+    /// would still execute; a wrong nonce, or a sender without the permission, would not), with
+    /// the reason. They take no part in the block and its commitments, and the pool drops them
+    /// when the block commits.
     pub rejected: Vec<(B256, String)>,
 }
 
@@ -288,6 +305,16 @@ impl Executor {
         for tx in txs {
             if block.gas_used.saturating_add(tx.gas_limit()) > input.gas_limit {
                 break;
+            }
+            // The sender's role may have been revoked since the pool admitted the transaction,
+            // even earlier in this block.
+            let db = evm.ctx.db_ref();
+            let permitted = permissions::check_transaction(tx.sender(), tx.envelope().kind(), |slot| {
+                db.storage_ref(PERMISSIONS_ADDRESS, slot)
+            })?;
+            if let Err(denied) = permitted {
+                block.rejected.push((tx.hash(), denied.to_string()));
+                continue;
             }
             let env = match tx_env(&tx) {
                 Ok(env) => env,

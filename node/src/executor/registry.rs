@@ -5,18 +5,29 @@
 //! Removal moves the last entry into the freed index; order carries no meaning
 //! ([`bcos_consensus::Validators`] sorts). Changes made in block N are read from block N's
 //! state, so they are in force from block N+1 on every node.
+//!
+//! Authority: the governance contract (a committee proposal) makes every change; an account
+//! with the chain operator role admits nodes that do not vote (adds new nodes as observers and
+//! removes observers). Every change goes to the governance audit log.
 
-use alloy_primitives::{B256, U256, keccak256};
+use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::{SolCall, SolEvent, SolValue};
-use bcos_sdk::types::system::{INodeRegistry, NODE_REGISTRY_ADDRESS};
+use bcos_sdk::types::system::{GOVERNANCE_ADDRESS, INodeRegistry, NODE_REGISTRY_ADDRESS, Role};
 use revm::{
     context::{ContextTr, JournalTr},
-    interpreter::{CallInputs, Gas, InterpreterResult},
+    interpreter::InterpreterResult,
     primitives::Log,
 };
 
-use super::system::{WRITE_GAS, decode_call, is_admin, ok, out_of_gas, revert};
+use super::{
+    audit,
+    permissions::has_role,
+    slots::SlotList,
+    system::{SystemCall, begin_change, decode_call, ok, revert},
+};
 use crate::storage::{StateReader, StorageError};
+
+const NAME: &str = "node registry";
 
 /// Most nodes one role may list; bounds what a corrupt count could make a node read.
 pub const MAX_NODES: u64 = 1_000;
@@ -46,120 +57,119 @@ impl NodeRole {
         }
     }
 
-    fn count_slot(self) -> U256 {
-        U256::from_be_bytes(keccak256(format!("bcos.nodes.{}.count", self.name())).0)
+    fn list(self) -> SlotList {
+        let name = match self {
+            Self::Consensus => "nodes.consensus",
+            Self::Observer => "nodes.observer",
+        };
+        SlotList { address: NODE_REGISTRY_ADDRESS, name, max: MAX_NODES }
     }
+}
 
-    fn slot(self, index: u64) -> U256 {
-        U256::from_be_bytes(keccak256(format!("bcos.nodes.{}.{index}", self.name())).0)
-    }
+fn to_ids(values: Vec<U256>) -> Vec<B256> {
+    values.into_iter().map(|value| B256::from(value.to_be_bytes())).collect()
+}
+
+fn to_values(ids: &[B256]) -> Vec<U256> {
+    ids.iter().map(|id| U256::from_be_bytes(id.0)).collect()
 }
 
 /// Storage of the registry at genesis.
 pub fn genesis_storage(consensus: &[B256], observers: &[B256]) -> Vec<(U256, U256)> {
-    let mut slots = Vec::new();
-    for (role, nodes) in [(NodeRole::Consensus, consensus), (NodeRole::Observer, observers)] {
-        slots.push((role.count_slot(), U256::from(nodes.len())));
-        slots.extend(nodes.iter().enumerate().map(|(i, id)| (role.slot(i as u64), U256::from_be_bytes(id.0))));
-    }
+    let mut slots = NodeRole::Consensus.list().genesis(&to_values(consensus));
+    slots.extend(NodeRole::Observer.list().genesis(&to_values(observers)));
     slots
 }
 
 /// The nodes of `role` in committed state.
 pub fn read_nodes(state: &dyn StateReader, role: NodeRole) -> Result<Vec<B256>, StorageError> {
-    let sload = |slot: U256| state.storage(&NODE_REGISTRY_ADDRESS, &slot);
-    let count: u64 = sload(role.count_slot())?.saturating_to();
-    if count > MAX_NODES {
-        return Err(StorageError::Corrupt { table: "state", detail: format!("{count} {} nodes", role.name()) });
-    }
-    (0..count).map(|i| Ok(B256::from(sload(role.slot(i))?.to_be_bytes()))).collect()
+    Ok(to_ids(role.list().read_committed(state)?))
 }
 
 /// The list of one role, read through the EVM journal.
 fn journal_nodes<CTX: ContextTr>(context: &mut CTX, role: NodeRole) -> Result<Vec<B256>, String> {
-    let mut sload = |slot: U256| -> Result<U256, String> {
-        context.journal_mut().sload(NODE_REGISTRY_ADDRESS, slot).map(|load| load.data).map_err(|e| e.to_string())
-    };
-    let count: u64 = sload(role.count_slot())?.saturating_to();
-    if count > MAX_NODES {
-        return Err(format!("node registry: corrupt count of {} nodes", role.name()));
-    }
-    (0..count).map(|i| Ok(B256::from(sload(role.slot(i))?.to_be_bytes()))).collect()
+    Ok(to_ids(role.list().read(context)?))
 }
 
-/// Rewrites the list of one role from `old` to `new` (slots past the new end are cleared).
+/// Rewrites the list of one role from `old` to `new`.
 fn write_nodes<CTX: ContextTr>(context: &mut CTX, role: NodeRole, old: &[B256], new: &[B256]) -> Result<(), String> {
-    let journal = context.journal_mut();
-    let mut sstore =
-        |slot, value| journal.sstore(NODE_REGISTRY_ADDRESS, slot, value).map(drop).map_err(|e| e.to_string());
-    for (i, id) in new.iter().enumerate() {
-        if old.get(i) != Some(id) {
-            sstore(role.slot(i as u64), U256::from_be_bytes(id.0))?;
-        }
-    }
-    for i in new.len()..old.len() {
-        sstore(role.slot(i as u64), U256::ZERO)?;
-    }
-    sstore(role.count_slot(), U256::from(new.len()))
+    role.list().write(context, &to_values(old), &to_values(new))
 }
 
-/// One call to the node registry. `Err` is reserved for database failures, which abort the
-/// block; everything a caller can get wrong is a revert with a reason.
+/// Whether `caller` may move a node from `from` to `to` (`None`: unregistered). The governance
+/// contract may make every change; a chain operator only changes that leave the consensus nodes
+/// alone: admitting a new node as an observer and removing an observer.
+fn authorise<CTX: ContextTr>(
+    context: &mut CTX,
+    caller: Address,
+    from: Option<NodeRole>,
+    to: Option<NodeRole>,
+) -> Result<Result<(), String>, String> {
+    if caller == GOVERNANCE_ADDRESS {
+        return Ok(Ok(()));
+    }
+    if !has_role(context, &caller, Role::ChainOperator)? {
+        return Ok(Err(format!("{NAME}: {caller} is neither the governance contract nor a chain operator")));
+    }
+    let consensus = Some(NodeRole::Consensus);
+    if from == consensus || to == consensus {
+        return Ok(Err(format!(
+            "{NAME}: changing the consensus nodes needs a committee proposal; chain operator {caller} may only add and remove observers"
+        )));
+    }
+    Ok(Ok(()))
+}
+
+/// One call to the node registry.
 pub(super) fn node_registry_call<CTX: ContextTr>(
     context: &mut CTX,
-    inputs: &CallInputs,
-    input: &[u8],
+    mut call: SystemCall<'_>,
 ) -> Result<InterpreterResult, String> {
-    let mut gas = Gas::new_with_regular_gas_and_reservoir(inputs.gas_limit, inputs.reservoir);
-    let call: INodeRegistry::INodeRegistryCalls =
-        match decode_call(inputs, input, NODE_REGISTRY_ADDRESS, "node registry", &mut gas) {
-            Ok(call) => call,
-            Err(refused) => return Ok(refused),
-        };
+    let decoded: INodeRegistry::INodeRegistryCalls = match decode_call(&mut call, NAME) {
+        Ok(decoded) => decoded,
+        Err(refused) => return Ok(refused),
+    };
     use INodeRegistry::INodeRegistryCalls as Call;
-    let (node, role) = match call {
+    let (node, role, action) = match decoded {
         Call::consensusNodes(_) => {
             let nodes = journal_nodes(context, NodeRole::Consensus)?;
-            return Ok(ok(gas, INodeRegistry::consensusNodesCall::abi_encode_returns(&nodes)));
+            return Ok(ok(call.gas, INodeRegistry::consensusNodesCall::abi_encode_returns(&nodes)));
         }
         Call::observerNodes(_) => {
             let nodes = journal_nodes(context, NodeRole::Observer)?;
-            return Ok(ok(gas, INodeRegistry::observerNodesCall::abi_encode_returns(&nodes)));
+            return Ok(ok(call.gas, INodeRegistry::observerNodesCall::abi_encode_returns(&nodes)));
         }
-        Call::addConsensusNode(call) => (call.nodeId, Some(NodeRole::Consensus)),
-        Call::addObserverNode(call) => (call.nodeId, Some(NodeRole::Observer)),
-        Call::removeNode(call) => (call.nodeId, None),
+        Call::addConsensusNode(add) => (add.nodeId, Some(NodeRole::Consensus), "addConsensusNode"),
+        Call::addObserverNode(add) => (add.nodeId, Some(NodeRole::Observer), "addObserverNode"),
+        Call::removeNode(remove) => (remove.nodeId, None, "removeNode"),
     };
-    if inputs.is_static {
-        return Ok(revert(gas, "node registry: cannot change the registry in a static call".into()));
-    }
-    if !gas.record_regular_cost(WRITE_GAS) {
-        return Ok(out_of_gas(gas));
-    }
-    if !is_admin(context, &inputs.caller)? {
-        return Ok(revert(gas, format!("node registry: {} is not a chain administrator", inputs.caller)));
+    if let Err(refused) = begin_change(&mut call, NAME) {
+        return Ok(refused);
     }
     if node.is_zero() {
-        return Ok(revert(gas, "node registry: the zero node id".into()));
+        return Ok(revert(call.gas, format!("{NAME}: the zero node id")));
     }
     let consensus = journal_nodes(context, NodeRole::Consensus)?;
     let observers = journal_nodes(context, NodeRole::Observer)?;
     let list = |role| if role == NodeRole::Consensus { &consensus } else { &observers };
     let current = [NodeRole::Consensus, NodeRole::Observer].into_iter().find(|role| list(*role).contains(&node));
+    if let Err(reason) = authorise(context, call.caller, current, role)? {
+        return Ok(revert(call.gas, reason));
+    }
     if current == role {
         let reason = match role {
-            Some(role) => format!("node registry: {node} is already {} node", role.article()),
-            None => format!("node registry: {node} is not registered"),
+            Some(role) => format!("{NAME}: {node} is already {} node", role.article()),
+            None => format!("{NAME}: {node} is not registered"),
         };
-        return Ok(revert(gas, reason));
+        return Ok(revert(call.gas, reason));
     }
     if current == Some(NodeRole::Consensus) && consensus.len() == 1 {
-        return Ok(revert(gas, "node registry: the last consensus node cannot leave".into()));
+        return Ok(revert(call.gas, format!("{NAME}: the last consensus node cannot leave")));
     }
     if let Some(to) = role
         && list(to).len() as u64 >= MAX_NODES
     {
-        return Ok(revert(gas, format!("node registry: at most {MAX_NODES} {} nodes", to.name())));
+        return Ok(revert(call.gas, format!("{NAME}: at most {MAX_NODES} {} nodes", to.name())));
     }
     if let Some(from) = current {
         let old = list(from).clone();
@@ -173,7 +183,10 @@ pub(super) fn node_registry_call<CTX: ContextTr>(
         new.push(node);
         write_nodes(context, to, &old, &new)?;
     }
-    let event = INodeRegistry::NodeChanged { nodeId: node, role: role.map_or("removed", NodeRole::name).to_owned() };
+    let new_role = role.map_or("removed", NodeRole::name);
+    let details = format!("node {node}: {} -> {new_role}", current.map_or("unregistered", NodeRole::name));
+    audit::append(context, call.caller, action, &details)?;
+    let event = INodeRegistry::NodeChanged { nodeId: node, role: new_role.to_owned() };
     context.journal_mut().log(Log { address: NODE_REGISTRY_ADDRESS, data: event.encode_log_data() });
-    Ok(ok(gas, 0i32.abi_encode()))
+    Ok(ok(call.gas, 0i32.abi_encode()))
 }

@@ -1,16 +1,26 @@
-//! The system config contract, run natively at [`SYSTEM_CONFIG_ADDRESS`].
+//! The system contracts' precompile provider and what they share, and the system config
+//! contract, run natively at [`SYSTEM_CONFIG_ADDRESS`].
 //!
-//! Storage layout (all in the contract's own EVM storage, so the state commitment covers it and
-//! `eth_getStorageAt` shows it): for every key three slots, `current`, `next` and `enable` (the
-//! height from which `next` is in force); and one slot per administrator. A change made while
-//! executing block N sets `next` with `enable = N + 1` (`setValueByKey`) or a later height the
-//! caller chose (`setValueByKeyAt`), so every node applies it from the same block.
+//! Every system contract is a handler taking a [`SystemCall`]: the provider builds one from the
+//! EVM's call, and the governance contract builds one to carry out a proposal with itself as the
+//! caller. Changes that need the committee accept only [`GOVERNANCE_ADDRESS`] as caller, and every
+//! change is recorded in the governance audit log.
+//!
+//! System config storage layout (all in the contract's own EVM storage, so the state commitment
+//! covers it and `eth_getStorageAt` shows it): for every key three slots, `current`, `next` and
+//! `enable` (the height from which `next` is in force). A change made while executing block N
+//! sets `next` with `enable = N + 1` (`setValueByKey`) or a later height the caller chose
+//! (`setValueByKeyAt`), so every node applies it from the same block.
 
 use alloy_primitives::{Address, Bytes, U256, keccak256};
 use alloy_sol_types::{SolCall, SolError, SolEvent, SolInterface, SolValue};
+pub use bcos_sdk::types::system::SYSTEM_CONTRACT_ADDRESSES;
 use bcos_sdk::{
     config::{ConsensusMode, SystemConfig},
-    types::system::{ISystemConfig, NODE_REGISTRY_ADDRESS, SYSTEM_CONFIG_ADDRESS},
+    types::system::{
+        CERT_REVOCATION_ADDRESS, GOVERNANCE_ADDRESS, ISystemConfig, NODE_REGISTRY_ADDRESS, PERMISSIONS_ADDRESS,
+        SYSTEM_CONFIG_ADDRESS,
+    },
 };
 use revm::{
     context::{Cfg, ContextTr, JournalTr},
@@ -20,7 +30,10 @@ use revm::{
     primitives::{AddressSet, Log, hardfork::SpecId},
 };
 
-use super::registry::node_registry_call;
+use super::{
+    audit, governance::governance_call, permissions::permissions_call, registry::node_registry_call,
+    revocation::revocation_call, slots,
+};
 use crate::storage::{StateReader, StorageError};
 
 /// The configuration keys, as named in `setValueByKey`.
@@ -114,12 +127,6 @@ impl ConfigKey {
     }
 }
 
-fn admin_slot(address: &Address) -> U256 {
-    let mut preimage = b"bcos.admin.".to_vec();
-    preimage.extend_from_slice(address.as_slice());
-    U256::from_be_bytes(keccak256(preimage).0)
-}
-
 /// The value of a key in force at `height`, given a slot reader.
 fn effective<E>(height: u64, key: ConfigKey, mut sload: impl FnMut(U256) -> Result<U256, E>) -> Result<(U256, u64), E> {
     let enable: u64 = sload(key.slot("enable"))?.saturating_to();
@@ -154,19 +161,83 @@ pub fn read_system_config(state: &dyn StateReader, height: u64) -> Result<System
 }
 
 /// Storage of the system config contract at genesis.
-pub fn genesis_storage(config: &SystemConfig, admins: &[Address]) -> Vec<(U256, U256)> {
-    let mut slots: Vec<(U256, U256)> =
-        ConfigKey::ALL.iter().map(|key| (key.slot("current"), key.genesis_value(config))).collect();
-    slots.extend(admins.iter().map(|admin| (admin_slot(admin), U256::from(1))));
-    slots
+pub fn genesis_storage(config: &SystemConfig) -> Vec<(U256, U256)> {
+    ConfigKey::ALL.iter().map(|key| (key.slot("current"), key.genesis_value(config))).collect()
 }
-
-/// Addresses of the system contracts.
-pub const SYSTEM_CONTRACT_ADDRESSES: [Address; 2] = [SYSTEM_CONFIG_ADDRESS, NODE_REGISTRY_ADDRESS];
 
 /// Runtime code placed at system contract addresses: never executed (the precompile answers
 /// first), but it makes the accounts non-empty and lets Solidity's `extcodesize` checks pass.
 pub const SYSTEM_CONTRACT_MARKER_CODE: &[u8] = &[0xfe];
+
+/// One call of a system contract, as its handler needs it.
+pub(super) struct SystemCall<'a> {
+    /// Who calls: the transaction's sender or a contract, or the governance contract carrying
+    /// out a proposal.
+    pub(super) caller: Address,
+    /// A static call may not change anything.
+    pub(super) is_static: bool,
+    /// The call runs in another account's context (DELEGATECALL, CALLCODE): refused.
+    delegated: bool,
+    /// The call carries value: refused, system contracts hold no balance.
+    with_value: bool,
+    /// Gas left to the call.
+    pub(super) gas: Gas,
+    /// ABI-encoded call data.
+    pub(super) input: &'a [u8],
+}
+
+impl<'a> SystemCall<'a> {
+    fn from_inputs(inputs: &CallInputs, input: &'a [u8]) -> Self {
+        Self {
+            caller: inputs.caller,
+            is_static: inputs.is_static,
+            delegated: inputs.target_address != inputs.bytecode_address,
+            with_value: inputs.transfers_value(),
+            gas: Gas::new_with_regular_gas_and_reservoir(inputs.gas_limit, inputs.reservoir),
+            input,
+        }
+    }
+
+    /// The call the governance contract makes to carry out a proposal.
+    pub(super) fn from_governance(gas_limit: u64, input: &'a [u8]) -> Self {
+        Self {
+            caller: GOVERNANCE_ADDRESS,
+            is_static: false,
+            delegated: false,
+            with_value: false,
+            gas: Gas::new(gas_limit),
+            input,
+        }
+    }
+}
+
+/// A system contract: `Err` is reserved for database failures, which abort the block; everything
+/// a caller can get wrong is a revert with a reason.
+pub(super) type Handler<CTX> = fn(&mut CTX, SystemCall<'_>) -> Result<InterpreterResult, String>;
+
+/// The system contract at `address`, if there is one.
+pub(super) fn handler<CTX: ContextTr>(address: Address) -> Option<Handler<CTX>> {
+    match address {
+        SYSTEM_CONFIG_ADDRESS => Some(system_config_call::<CTX>),
+        NODE_REGISTRY_ADDRESS => Some(node_registry_call::<CTX>),
+        PERMISSIONS_ADDRESS => Some(permissions_call::<CTX>),
+        GOVERNANCE_ADDRESS => Some(governance_call::<CTX>),
+        CERT_REVOCATION_ADDRESS => Some(revocation_call::<CTX>),
+        _ => None,
+    }
+}
+
+/// The name of the system contract at `address`, for audit entries and reasons.
+pub(super) fn contract_name(address: Address) -> &'static str {
+    match address {
+        SYSTEM_CONFIG_ADDRESS => "system config",
+        NODE_REGISTRY_ADDRESS => "node registry",
+        PERMISSIONS_ADDRESS => "permissions",
+        GOVERNANCE_ADDRESS => "governance",
+        CERT_REVOCATION_ADDRESS => "certificate revocation",
+        _ => "not a system contract",
+    }
+}
 
 /// Ethereum's precompiles plus this chain's system contracts.
 #[derive(Debug)]
@@ -206,13 +277,11 @@ impl<CTX: ContextTr<Cfg: Cfg<Spec = SpecId>>> PrecompileProvider<CTX> for System
     }
 
     fn run(&mut self, context: &mut CTX, inputs: &CallInputs) -> Result<Option<InterpreterResult>, String> {
-        let call = match inputs.bytecode_address {
-            SYSTEM_CONFIG_ADDRESS => system_config_call,
-            NODE_REGISTRY_ADDRESS => node_registry_call,
-            _ => return <EthPrecompiles as PrecompileProvider<CTX>>::run(&mut self.eth, context, inputs),
+        let Some(call) = handler::<CTX>(inputs.bytecode_address) else {
+            return <EthPrecompiles as PrecompileProvider<CTX>>::run(&mut self.eth, context, inputs);
         };
         let input = inputs.input.bytes(context);
-        call(context, inputs, &input).map(Some)
+        call(context, SystemCall::from_inputs(inputs, &input)).map(Some)
     }
 
     fn warm_addresses(&self) -> &AddressSet {
@@ -246,57 +315,63 @@ pub(super) fn ok(gas: Gas, output: Vec<u8>) -> InterpreterResult {
 
 /// What every system contract call starts with: the read charge, and refusals of a delegatecall,
 /// of value, and of an unknown function (`name` prefixes the reasons).
-pub(super) fn decode_call<C: SolInterface>(
-    inputs: &CallInputs,
-    input: &[u8],
-    address: Address,
-    name: &str,
-    gas: &mut Gas,
-) -> Result<C, InterpreterResult> {
-    if !gas.record_regular_cost(READ_GAS) {
-        return Err(out_of_gas(*gas));
+pub(super) fn decode_call<C: SolInterface>(call: &mut SystemCall<'_>, name: &str) -> Result<C, InterpreterResult> {
+    if !call.gas.record_regular_cost(READ_GAS) {
+        return Err(out_of_gas(call.gas));
     }
-    if inputs.target_address != address {
-        return Err(revert(*gas, format!("{name}: delegatecall is not allowed")));
+    if call.delegated {
+        return Err(revert(call.gas, format!("{name}: delegatecall is not allowed")));
     }
-    if inputs.transfers_value() {
-        return Err(revert(*gas, format!("{name}: not payable")));
+    if call.with_value {
+        return Err(revert(call.gas, format!("{name}: not payable")));
     }
-    C::abi_decode(input).map_err(|_| revert(*gas, format!("{name}: unknown function or malformed arguments")))
+    C::abi_decode(call.input).map_err(|_| revert(call.gas, format!("{name}: unknown function or malformed arguments")))
 }
 
-/// Whether `account` is one of the chain's administrators.
-pub(super) fn is_admin<CTX: ContextTr>(context: &mut CTX, account: &Address) -> Result<bool, String> {
-    let journal = context.journal_mut();
-    // The journal reads storage only of accounts it loaded: the callee of another system
-    // contract's call is not this one.
-    journal.load_account(SYSTEM_CONFIG_ADDRESS).map_err(|e| e.to_string())?;
-    let load = journal.sload(SYSTEM_CONFIG_ADDRESS, admin_slot(account)).map_err(|e| e.to_string())?;
-    Ok(!load.data.is_zero())
+/// What every change starts with: refusal in a static call, and the write charge.
+pub(super) fn begin_change(call: &mut SystemCall<'_>, name: &str) -> Result<(), InterpreterResult> {
+    if call.is_static {
+        return Err(revert(call.gas, format!("{name}: cannot change anything in a static call")));
+    }
+    if !call.gas.record_regular_cost(WRITE_GAS) {
+        return Err(out_of_gas(call.gas));
+    }
+    Ok(())
 }
 
-/// One call to the system config contract. `Err` is reserved for database failures, which abort
-/// the block; everything a caller can get wrong is a revert with a reason.
+/// The refusal of a change only the committee may make, unless the governance contract calls.
+pub(super) fn governance_only(call: &SystemCall<'_>, name: &str) -> Result<(), InterpreterResult> {
+    if call.caller == GOVERNANCE_ADDRESS {
+        return Ok(());
+    }
+    Err(revert(
+        call.gas,
+        format!("{name}: {} is not the governance contract; this change needs a committee proposal", call.caller),
+    ))
+}
+
+/// The current block's number.
+pub(super) fn block_number<CTX: ContextTr>(context: &CTX) -> u64 {
+    context.block().number().saturating_to()
+}
+
+/// One call to the system config contract.
 fn system_config_call<CTX: ContextTr>(
     context: &mut CTX,
-    inputs: &CallInputs,
-    input: &[u8],
+    mut call: SystemCall<'_>,
 ) -> Result<InterpreterResult, String> {
-    let mut gas = Gas::new_with_regular_gas_and_reservoir(inputs.gas_limit, inputs.reservoir);
-    let call: ISystemConfig::ISystemConfigCalls =
-        match decode_call(inputs, input, SYSTEM_CONFIG_ADDRESS, "system config", &mut gas) {
-            Ok(call) => call,
-            Err(refused) => return Ok(refused),
-        };
-    let height: u64 = context.block().number().saturating_to();
-    let mut sload = |slot: U256| -> Result<U256, String> {
-        context.journal_mut().sload(SYSTEM_CONFIG_ADDRESS, slot).map(|load| load.data).map_err(|e| e.to_string())
+    const NAME: &str = "system config";
+    let decoded: ISystemConfig::ISystemConfigCalls = match decode_call(&mut call, NAME) {
+        Ok(decoded) => decoded,
+        Err(refused) => return Ok(refused),
     };
+    let height = block_number(context);
+    let mut sload = |slot: U256| slots::sload(context, SYSTEM_CONFIG_ADDRESS, slot);
     use ISystemConfig::ISystemConfigCalls as Call;
-    let output = match call {
+    let output = match decoded {
         Call::getValueByKey(get) => {
             let Some(key) = ConfigKey::from_name(&get.key) else {
-                return Ok(revert(gas, format!("system config: unknown key {:?}", get.key)));
+                return Ok(revert(call.gas, format!("{NAME}: unknown key {:?}", get.key)));
             };
             // The latest value set and the height it takes effect from, which may be ahead.
             let (value, enable) = latest(key, &mut sload)?;
@@ -323,25 +398,17 @@ fn system_config_call<CTX: ContextTr>(
         }
         Call::setValueByKey(set) => {
             let change = Change { key: &set.key, value: &set.value, enable: height + 1 };
-            match set_value(context, inputs, &mut gas, height, change)? {
-                Ok(()) => 0i32.abi_encode(),
-                Err(SetRefused::OutOfGas) => return Ok(out_of_gas(gas)),
-                Err(SetRefused::Revert(reason)) => return Ok(revert(gas, reason)),
-            }
+            return set_value(context, call, height, change);
         }
         Call::setValueByKeyAt(set) => {
             let Ok(enable) = u64::try_from(set.enableNumber) else {
-                return Ok(revert(gas, "system config: enableNumber is not a block number".into()));
+                return Ok(revert(call.gas, format!("{NAME}: enableNumber is not a block number")));
             };
             let change = Change { key: &set.key, value: &set.value, enable };
-            match set_value(context, inputs, &mut gas, height, change)? {
-                Ok(()) => 0i32.abi_encode(),
-                Err(SetRefused::OutOfGas) => return Ok(out_of_gas(gas)),
-                Err(SetRefused::Revert(reason)) => return Ok(revert(gas, reason)),
-            }
+            return set_value(context, call, height, change);
         }
     };
-    Ok(ok(gas, output))
+    Ok(ok(call.gas, output))
 }
 
 /// A requested configuration change.
@@ -352,34 +419,19 @@ struct Change<'a> {
     enable: u64,
 }
 
-/// Why a change was not made (database failures are the outer `Err`).
-enum SetRefused {
-    OutOfGas,
-    Revert(String),
-}
-
 /// Records `change` as the key's next value, in force from `change.enable`, replacing a change
 /// still pending for the key.
 fn set_value<CTX: ContextTr>(
     context: &mut CTX,
-    inputs: &CallInputs,
-    gas: &mut Gas,
+    mut call: SystemCall<'_>,
     height: u64,
     change: Change<'_>,
-) -> Result<Result<(), SetRefused>, String> {
-    let refuse = |reason: String| Ok(Err(SetRefused::Revert(format!("system config: {reason}"))));
-    if inputs.is_static {
-        return refuse("cannot change configuration in a static call".into());
+) -> Result<InterpreterResult, String> {
+    const NAME: &str = "system config";
+    if let Err(refused) = begin_change(&mut call, NAME).and_then(|()| governance_only(&call, NAME)) {
+        return Ok(refused);
     }
-    if !gas.record_regular_cost(WRITE_GAS) {
-        return Ok(Err(SetRefused::OutOfGas));
-    }
-    if !is_admin(context, &inputs.caller)? {
-        return refuse(format!("{} is not a chain administrator", inputs.caller));
-    }
-    let mut sload = |slot: U256| -> Result<U256, String> {
-        context.journal_mut().sload(SYSTEM_CONFIG_ADDRESS, slot).map(|load| load.data).map_err(|e| e.to_string())
-    };
+    let refuse = |reason: String| Ok(revert(call.gas, format!("{NAME}: {reason}")));
     let Some(key) = ConfigKey::from_name(change.key) else {
         return refuse(format!("unknown key {:?}", change.key));
     };
@@ -390,21 +442,23 @@ fn set_value<CTX: ContextTr>(
     if change.enable <= height {
         return refuse(format!("enableNumber {} is not after the current block {height}", change.enable));
     }
-    let (in_force, _) = effective(height, key, &mut sload)?;
+    let (in_force, _) = effective(height, key, |slot| slots::sload(context, SYSTEM_CONFIG_ADDRESS, slot))?;
     if key == ConfigKey::CompatibilityVersion && value < in_force {
         return refuse(format!("compatibility_version cannot go down from {in_force}"));
     }
-    let journal = context.journal_mut();
     for (slot, value) in
         [(key.slot("current"), in_force), (key.slot("next"), value), (key.slot("enable"), U256::from(change.enable))]
     {
-        journal.sstore(SYSTEM_CONFIG_ADDRESS, slot, value).map_err(|e| e.to_string())?;
+        slots::sstore(context, SYSTEM_CONFIG_ADDRESS, slot, value)?;
     }
+    let formatted = key.format(value);
+    let details = format!("{} = {formatted} from block {}", change.key, change.enable);
+    audit::append(context, call.caller, "setConfig", &details)?;
     let event = ISystemConfig::ConfigChanged {
         key: change.key.to_owned(),
-        value: key.format(value),
+        value: formatted,
         enableNumber: U256::from(change.enable),
     };
-    journal.log(Log { address: SYSTEM_CONFIG_ADDRESS, data: event.encode_log_data() });
-    Ok(Ok(()))
+    context.journal_mut().log(Log { address: SYSTEM_CONFIG_ADDRESS, data: event.encode_log_data() });
+    Ok(ok(call.gas, 0i32.abi_encode()))
 }

@@ -1,41 +1,56 @@
-//! Execution against a real RocksDB state initialised from a genesis.
-
-use std::sync::Arc;
+//! Execution against a real RocksDB state initialised from a genesis, and the fixtures the
+//! governance tests share.
 
 use alloy_consensus::{TxEip1559, TxLegacy};
 use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
 use alloy_sol_types::{SolCall, SolEvent, SolValue};
 use bcos_sdk::{
-    config::{ConsensusMode, Genesis, GenesisAccount, SystemConfig},
+    config::{Committee, ConsensusMode, Genesis, GenesisAccount, Permissions, SystemConfig},
     crypto::{AccountKey, NodeKey},
     types::{
-        RecoveredTx,
-        system::{INodeRegistry, ISystemConfig, NODE_REGISTRY_ADDRESS, SYSTEM_CONFIG_ADDRESS},
+        RecoveredTx, StoredReceipt,
+        system::{
+            GOVERNANCE_ADDRESS, IGovernance, INodeRegistry, ISystemConfig, NODE_REGISTRY_ADDRESS, SYSTEM_CONFIG_ADDRESS,
+        },
     },
 };
-use prometheus::Registry;
 
 use super::*;
 use crate::{
     chain::{Chain, now_ms},
-    metrics::ChainMetrics,
-    storage::RocksStore,
+    test_utils::TestNode,
 };
 
-const CHAIN_ID: u64 = 99;
+pub(super) const CHAIN_ID: u64 = 99;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    chain: Chain,
-    admin: AccountKey,
-    rich: AccountKey,
-    consensus_node: alloy_primitives::B256,
+pub(super) struct Fixture {
+    node: TestNode,
+    /// The first committee member (the only one unless a test asks for more).
+    pub(super) admin: AccountKey,
+    /// Every committee member, `admin` first.
+    pub(super) members: Vec<AccountKey>,
+    pub(super) rich: AccountKey,
+    pub(super) consensus_node: B256,
 }
 
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(RocksStore::open(dir.path(), false).expect("open"));
-    let admin = AccountKey::generate();
+impl Fixture {
+    pub(super) fn chain(&self) -> &Chain {
+        &self.node.chain
+    }
+
+    pub(super) fn pool(&self) -> &crate::txpool::TxPool {
+        &self.node.pool
+    }
+}
+
+/// A chain whose committee is one member deciding alone, without permission checks.
+pub(super) fn fixture() -> Fixture {
+    fixture_with(1, 1, Permissions::default())
+}
+
+/// A chain with a committee of `members` and `threshold`, and `permissions` at genesis.
+pub(super) fn fixture_with(members: usize, threshold: u32, permissions: Permissions) -> Fixture {
+    let keys: Vec<AccountKey> = (0..members).map(|_| AccountKey::generate()).collect();
     let rich = AccountKey::generate();
     let consensus_node = NodeKey::generate().node_id();
     let genesis = Genesis {
@@ -45,14 +60,28 @@ fn fixture() -> Fixture {
         consensus_nodes: vec![consensus_node],
         observer_nodes: Vec::new(),
         ca_cert: None,
-        admins: vec![admin.address()],
+        committee: Committee { members: keys.iter().map(AccountKey::address).collect(), threshold },
+        permissions,
         alloc: [(rich.address(), GenesisAccount { balance: U256::from(1_000), ..Default::default() })].into(),
     };
-    let chain = Chain::open(store, &genesis, ChainMetrics::register(&Registry::new())).expect("genesis");
-    Fixture { _dir: dir, chain, admin, rich, consensus_node }
+    let node = TestNode::new(&genesis);
+    let admin = AccountKey::from_secret(keys[0].secret()).expect("same key");
+    Fixture { node, admin, members: keys, rich, consensus_node }
 }
 
-fn signed(key: &AccountKey, nonce: u64, to: TxKind, value: u64, input: Vec<u8>) -> RecoveredTx {
+/// A signed transaction's bytes.
+pub(super) fn raw(key: &AccountKey, nonce: u64, to: TxKind, gas_limit: u64, input: Vec<u8>) -> Bytes {
+    key.sign_transaction(TxEip1559 {
+        chain_id: CHAIN_ID,
+        nonce,
+        gas_limit,
+        to,
+        input: Bytes::from(input),
+        ..Default::default()
+    })
+}
+
+pub(super) fn signed(key: &AccountKey, nonce: u64, to: TxKind, value: u64, input: Vec<u8>) -> RecoveredTx {
     let raw = key.sign_transaction(TxEip1559 {
         chain_id: CHAIN_ID,
         nonce,
@@ -65,41 +94,88 @@ fn signed(key: &AccountKey, nonce: u64, to: TxKind, value: u64, input: Vec<u8>) 
     RecoveredTx::decode_and_recover(&raw, CHAIN_ID).expect("valid")
 }
 
-fn execute(f: &Fixture, txs: Vec<RecoveredTx>) -> ExecutedBlock {
-    let input = f.chain.next_block_input(now_ms()).expect("input");
-    f.chain.execute_next(&input, txs).expect("executes")
+/// A proposal by `key` that `target` be called with `call`, open for votes without end.
+pub(super) fn propose(key: &AccountKey, nonce: u64, target: Address, call: impl SolCall) -> RecoveredTx {
+    propose_until(key, nonce, target, call.abi_encode(), u64::MAX)
+}
+
+/// A proposal by `key` open for votes up to block `expires`.
+pub(super) fn propose_until(key: &AccountKey, nonce: u64, target: Address, data: Vec<u8>, expires: u64) -> RecoveredTx {
+    let call = IGovernance::proposeCall { target, data: data.into(), expiresAtBlock: expires };
+    signed(key, nonce, TxKind::Call(GOVERNANCE_ADDRESS), 0, call.abi_encode())
+}
+
+/// `key`'s vote on proposal `id`.
+pub(super) fn vote(key: &AccountKey, nonce: u64, id: u64, approve: bool) -> RecoveredTx {
+    let call = IGovernance::voteCall { id: U256::from(id), approve };
+    signed(key, nonce, TxKind::Call(GOVERNANCE_ADDRESS), 0, call.abi_encode())
+}
+
+pub(super) fn execute(f: &Fixture, txs: Vec<RecoveredTx>) -> ExecutedBlock {
+    let input = f.chain().next_block_input(now_ms()).expect("input");
+    f.chain().execute_next(&input, txs).expect("executes")
 }
 
 /// Commits an executed block as the next one, with a one-vote certificate.
-fn commit(f: &Fixture, executed: ExecutedBlock) {
-    let store = f.chain.store().clone();
-    let input = f.chain.next_block_input(now_ms()).expect("input");
+pub(super) fn commit(f: &Fixture, executed: ExecutedBlock) {
+    let input = f.chain().next_block_input(now_ms()).expect("input");
     let key = NodeKey::generate();
-    let header = f.chain.seal_header(&input, &executed, key.node_id());
+    let header = f.chain().seal_header(&input, &executed, key.node_id());
     let qc = crate::chain::sign_commit(&key, header.hash(), header.number, 0);
-    let pool = crate::txpool::TxPool::new(
-        CHAIN_ID,
-        Default::default(),
-        1_000_000_000,
-        store.clone(),
-        store,
-        crate::metrics::PoolMetrics::register(&Registry::new()),
-    );
-    f.chain.commit(header, executed, qc, &pool).expect("commit");
+    f.chain().commit(header, executed, qc, &f.node.pool).expect("commit");
 }
 
-fn set_config(key: &str, value: &str) -> Vec<u8> {
-    ISystemConfig::setValueByKeyCall { key: key.into(), value: value.into() }.abi_encode()
+/// Executes `txs` as the next block and commits it.
+pub(super) fn execute_and_commit(f: &Fixture, txs: Vec<RecoveredTx>) -> ExecutedBlock {
+    let executed = execute(f, txs);
+    commit(f, executed.clone());
+    executed
+}
+
+/// Each receipt's revert reason, `None` for a success.
+pub(super) fn reasons(executed: &ExecutedBlock) -> Vec<Option<String>> {
+    executed
+        .receipts
+        .iter()
+        .map(|r| (!r.success).then(|| decode_revert(&r.revert_output).unwrap_or_default()))
+        .collect()
+}
+
+/// The events of type `E` a receipt carries.
+pub(super) fn events<E: SolEvent>(receipt: &StoredReceipt) -> Vec<E> {
+    receipt.logs.iter().filter_map(|log| E::decode_raw_log(log.topics.iter().copied(), &log.data).ok()).collect()
+}
+
+/// A read-only call of `call` on `to` from `from` over committed state: its result, or the
+/// revert reason.
+pub(super) fn view<C: SolCall>(f: &Fixture, from: Address, to: Address, call: C) -> Result<C::Return, String> {
+    let store = f.chain().store().clone();
+    let input = f.chain().call_input().expect("input");
+    let request = CallRequest { from: Some(from), to: Some(to), data: call.abi_encode().into(), ..Default::default() };
+    let outcome = f.chain().executor().call(store.as_ref(), store.as_ref(), &input, &request).expect("call runs");
+    if outcome.success {
+        C::abi_decode_returns(&outcome.output).map_err(|e| e.to_string())
+    } else {
+        Err(decode_revert(&outcome.output).unwrap_or_else(|| "no reason".into()))
+    }
+}
+
+/// The creation code of an ERC-20 token with a supply of 500.
+pub(super) fn erc20_create() -> Vec<u8> {
+    let mut create = hex::decode(include_str!("../../../contracts/build/ERC20.bin")).expect("hex bytecode");
+    create.extend(("Token".to_owned(), "TKN".to_owned(), U256::from(500)).abi_encode_params());
+    create
+}
+
+pub(super) fn set_config(key: &str, value: &str) -> ISystemConfig::setValueByKeyCall {
+    ISystemConfig::setValueByKeyCall { key: key.into(), value: value.into() }
 }
 
 #[test]
 fn deploys_contracts_with_a_deterministic_state_root() {
     let f = fixture();
     let deployer = AccountKey::generate();
-    let code = hex::decode(include_str!("../../../contracts/build/ERC20.bin")).expect("hex bytecode");
-    let mut create = code.clone();
-    create.extend(("Token".to_owned(), "TKN".to_owned(), U256::from(500)).abi_encode_params());
-    let txs = vec![signed(&deployer, 0, TxKind::Create, 0, create)];
+    let txs = vec![signed(&deployer, 0, TxKind::Create, 0, erc20_create())];
     let first = execute(&f, txs.clone());
     let second = execute(&f, txs);
     assert_eq!(first.state_root, second.state_root, "same input, same commitment");
@@ -159,67 +235,76 @@ fn legacy_transactions_execute() {
 }
 
 #[test]
-fn only_admins_change_system_config_and_it_applies_from_the_next_block() {
+fn only_governance_changes_system_config_and_it_applies_from_the_next_block() {
     let f = fixture();
     let stranger = AccountKey::generate();
-    let to = TxKind::Call(SYSTEM_CONFIG_ADDRESS);
+    let config = TxKind::Call(SYSTEM_CONFIG_ADDRESS);
     let executed = execute(
         &f,
         vec![
-            signed(&stranger, 0, to, 0, set_config("max_txs_per_block", "7")),
-            signed(&f.admin, 0, to, 0, set_config("max_txs_per_block", "0")),
-            signed(&f.admin, 1, to, 0, set_config("max_txs_per_block", "7")),
-            signed(&f.admin, 2, to, 5, set_config("max_txs_per_block", "8")),
+            signed(&stranger, 0, config, 0, set_config("max_txs_per_block", "7").abi_encode()),
+            // A committee member is no authority by itself: only a proposal is.
+            signed(&f.admin, 0, config, 0, set_config("max_txs_per_block", "7").abi_encode()),
+            propose(&f.admin, 1, SYSTEM_CONFIG_ADDRESS, set_config("max_txs_per_block", "0")),
+            propose(&f.admin, 2, SYSTEM_CONFIG_ADDRESS, set_config("max_txs_per_block", "7")),
+            signed(&f.rich, 0, config, 5, set_config("max_txs_per_block", "8").abi_encode()),
         ],
     );
-    let outcome: Vec<bool> = executed.receipts.iter().map(|r| r.success).collect();
-    assert_eq!(outcome, vec![false, false, true, false], "stranger, out of range, admin, payable");
+    let not_governance = |who: &AccountKey| {
+        Some(format!(
+            "system config: {} is not the governance contract; this change needs a committee proposal",
+            who.address()
+        ))
+    };
     assert_eq!(
-        decode_revert(&executed.receipts[0].revert_output).as_deref(),
-        Some(format!("system config: {} is not a chain administrator", stranger.address()).as_str())
+        reasons(&executed),
+        vec![
+            not_governance(&stranger),
+            not_governance(&f.admin),
+            None,
+            None,
+            Some("system config: not payable".into())
+        ]
     );
-    assert_eq!(
-        decode_revert(&executed.receipts[1].revert_output).as_deref(),
-        Some("system config: max_txs_per_block: must be between 1 and 100000")
-    );
-    assert_eq!(executed.receipts[2].logs.len(), 1, "ConfigChanged");
+    // The proposal whose call reverted is recorded as failed, with the reason; the other ran.
+    let failed = events::<IGovernance::ProposalFailed>(&executed.receipts[2]);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].reason, "system config: max_txs_per_block: must be between 1 and 100000");
+    assert!(events::<ISystemConfig::ConfigChanged>(&executed.receipts[2]).is_empty());
+    assert_eq!(events::<IGovernance::ProposalExecuted>(&executed.receipts[3]).len(), 1);
+    assert_eq!(events::<ISystemConfig::ConfigChanged>(&executed.receipts[3]).len(), 1);
 
     // Commit it as block 1: block 1 itself ran with the old value, block 2 runs with the new one.
     commit(&f, executed);
-    let store = f.chain.store().clone();
+    let store = f.chain().store().clone();
     assert_eq!(read_system_config(store.as_ref(), 1).expect("config").max_txs_per_block, 10_000);
     assert_eq!(read_system_config(store.as_ref(), 2).expect("config").max_txs_per_block, 7);
-    assert_eq!(f.chain.system_config().max_txs_per_block, 7);
+    assert_eq!(f.chain().system_config().max_txs_per_block, 7);
 }
 
 #[test]
 fn a_scheduled_change_is_in_force_from_its_height_and_only_there() {
     let f = fixture();
-    let to = TxKind::Call(SYSTEM_CONFIG_ADDRESS);
-    let schedule = |key: &str, value: &str, at: u64| {
-        ISystemConfig::setValueByKeyAtCall { key: key.into(), value: value.into(), enableNumber: U256::from(at) }
-            .abi_encode()
+    let schedule = |key: &str, value: &str, at: u64| ISystemConfig::setValueByKeyAtCall {
+        key: key.into(),
+        value: value.into(),
+        enableNumber: U256::from(at),
     };
     // This block is number 1: a change at 1 (or earlier) would rewrite the past.
     let executed = execute(
         &f,
         vec![
-            signed(&f.admin, 0, to, 0, schedule("consensus_mode", "raft", 1)),
-            signed(&f.admin, 1, to, 0, schedule("consensus_mode", "raft", 5)),
+            propose(&f.admin, 0, SYSTEM_CONFIG_ADDRESS, schedule("consensus_mode", "raft", 1)),
+            propose(&f.admin, 1, SYSTEM_CONFIG_ADDRESS, schedule("consensus_mode", "raft", 5)),
         ],
     );
-    let outcome: Vec<bool> = executed.receipts.iter().map(|r| r.success).collect();
-    assert_eq!(outcome, vec![false, true]);
-    assert_eq!(
-        decode_revert(&executed.receipts[0].revert_output).as_deref(),
-        Some("system config: enableNumber 1 is not after the current block 1")
-    );
-    let log = &executed.receipts[1].logs[0];
-    let event = ISystemConfig::ConfigChanged::decode_raw_log(log.topics.iter().copied(), &log.data).expect("event");
-    assert_eq!((event.value.as_str(), event.enableNumber), ("raft", U256::from(5)));
+    let failed = events::<IGovernance::ProposalFailed>(&executed.receipts[0]);
+    assert_eq!(failed[0].reason, "system config: enableNumber 1 is not after the current block 1");
+    let changed = events::<ISystemConfig::ConfigChanged>(&executed.receipts[1]);
+    assert_eq!((changed[0].value.as_str(), changed[0].enableNumber), ("raft", U256::from(5)));
 
     commit(&f, executed);
-    let store = f.chain.store().clone();
+    let store = f.chain().store().clone();
     for (height, mode) in [(2, ConsensusMode::Pbft), (4, ConsensusMode::Pbft), (5, ConsensusMode::Raft)] {
         assert_eq!(read_system_config(store.as_ref(), height).expect("config").consensus_mode, mode, "at {height}");
     }
@@ -228,34 +313,41 @@ fn a_scheduled_change_is_in_force_from_its_height_and_only_there() {
 #[test]
 fn genesis_lists_the_consensus_nodes_on_chain() {
     let f = fixture();
-    assert_eq!(f.chain.consensus_nodes().expect("readable"), vec![f.consensus_node]);
-    assert_eq!(f.chain.system_config(), SystemConfig::default(), "every genesis value is on chain");
+    assert_eq!(f.chain().consensus_nodes().expect("readable"), vec![f.consensus_node]);
+    assert_eq!(f.chain().system_config(), SystemConfig::default(), "every genesis value is on chain");
 }
 
 #[test]
-fn administrators_move_nodes_between_roles_from_the_next_block() {
+fn the_committee_moves_nodes_between_roles_from_the_next_block() {
     let f = fixture();
-    let registry = TxKind::Call(NODE_REGISTRY_ADDRESS);
     let (newcomer, stranger) = (B256::repeat_byte(0xa1), AccountKey::generate());
     use INodeRegistry::{addConsensusNodeCall, addObserverNodeCall, removeNodeCall};
     let txs = vec![
-        signed(&stranger, 0, registry, 0, addObserverNodeCall { nodeId: newcomer }.abi_encode()),
-        signed(&f.admin, 0, registry, 0, addObserverNodeCall { nodeId: newcomer }.abi_encode()),
-        signed(&f.admin, 1, registry, 0, addObserverNodeCall { nodeId: newcomer }.abi_encode()),
-        signed(&f.admin, 2, registry, 0, removeNodeCall { nodeId: f.consensus_node }.abi_encode()),
-        signed(&f.admin, 3, registry, 0, addConsensusNodeCall { nodeId: newcomer }.abi_encode()),
-        signed(&f.admin, 4, registry, 0, removeNodeCall { nodeId: B256::repeat_byte(0xee) }.abi_encode()),
+        signed(
+            &stranger,
+            0,
+            TxKind::Call(NODE_REGISTRY_ADDRESS),
+            0,
+            addObserverNodeCall { nodeId: newcomer }.abi_encode(),
+        ),
+        propose(&f.admin, 0, NODE_REGISTRY_ADDRESS, addObserverNodeCall { nodeId: newcomer }),
+        propose(&f.admin, 1, NODE_REGISTRY_ADDRESS, addObserverNodeCall { nodeId: newcomer }),
+        propose(&f.admin, 2, NODE_REGISTRY_ADDRESS, removeNodeCall { nodeId: f.consensus_node }),
+        propose(&f.admin, 3, NODE_REGISTRY_ADDRESS, addConsensusNodeCall { nodeId: newcomer }),
+        propose(&f.admin, 4, NODE_REGISTRY_ADDRESS, removeNodeCall { nodeId: B256::repeat_byte(0xee) }),
     ];
     let executed = execute(&f, txs);
-    let reasons: Vec<Option<String>> = executed
-        .receipts
+    assert_eq!(
+        reasons(&executed)[0],
+        Some(format!("node registry: {} is neither the governance contract nor a chain operator", stranger.address()))
+    );
+    let failures: Vec<Option<String>> = executed.receipts[1..]
         .iter()
-        .map(|r| (!r.success).then(|| decode_revert(&r.revert_output).unwrap_or_default()))
+        .map(|r| events::<IGovernance::ProposalFailed>(r).pop().map(|failed| failed.reason))
         .collect();
     assert_eq!(
-        reasons,
+        failures,
         vec![
-            Some(format!("node registry: {} is not a chain administrator", stranger.address())),
             None,
             Some(format!("node registry: {newcomer} is already an observer node")),
             Some("node registry: the last consensus node cannot leave".to_owned()),
@@ -263,25 +355,24 @@ fn administrators_move_nodes_between_roles_from_the_next_block() {
             Some(format!("node registry: {} is not registered", B256::repeat_byte(0xee))),
         ]
     );
-    let log = &executed.receipts[4].logs[0];
-    let event = INodeRegistry::NodeChanged::decode_raw_log(log.topics.iter().copied(), &log.data).expect("event");
-    assert_eq!((event.nodeId, event.role.as_str()), (newcomer, "consensus"));
+    let changed = events::<INodeRegistry::NodeChanged>(&executed.receipts[4]);
+    assert_eq!((changed[0].nodeId, changed[0].role.as_str()), (newcomer, "consensus"));
 
-    assert_eq!(f.chain.consensus_nodes().expect("read"), vec![f.consensus_node], "not before the block commits");
+    assert_eq!(f.chain().consensus_nodes().expect("read"), vec![f.consensus_node], "not before the block commits");
     commit(&f, executed);
-    assert_eq!(f.chain.consensus_nodes().expect("read"), vec![f.consensus_node, newcomer]);
-    assert!(f.chain.observer_nodes().expect("read").is_empty(), "promoted, so no longer an observer");
+    assert_eq!(f.chain().consensus_nodes().expect("read"), vec![f.consensus_node, newcomer]);
+    assert!(f.chain().observer_nodes().expect("read").is_empty(), "promoted, so no longer an observer");
 
     // Now the genesis node may leave, and it can come back as an observer.
     let executed = execute(
         &f,
         vec![
-            signed(&f.admin, 5, registry, 0, removeNodeCall { nodeId: f.consensus_node }.abi_encode()),
-            signed(&f.admin, 6, registry, 0, addObserverNodeCall { nodeId: f.consensus_node }.abi_encode()),
+            propose(&f.admin, 5, NODE_REGISTRY_ADDRESS, removeNodeCall { nodeId: f.consensus_node }),
+            propose(&f.admin, 6, NODE_REGISTRY_ADDRESS, addObserverNodeCall { nodeId: f.consensus_node }),
         ],
     );
-    assert!(executed.receipts.iter().all(|r| r.success));
+    assert!(executed.receipts.iter().all(|r| events::<IGovernance::ProposalExecuted>(r).len() == 1));
     commit(&f, executed);
-    assert_eq!(f.chain.consensus_nodes().expect("read"), vec![newcomer]);
-    assert_eq!(f.chain.observer_nodes().expect("read"), vec![f.consensus_node]);
+    assert_eq!(f.chain().consensus_nodes().expect("read"), vec![newcomer]);
+    assert_eq!(f.chain().observer_nodes().expect("read"), vec![f.consensus_node]);
 }

@@ -37,7 +37,7 @@ use super::{
 };
 use crate::{
     chain::CommittedBlock,
-    executor::{CallError, CallOutcome, CallRequest, decode_revert},
+    executor::{CallError, CallOutcome, CallRequest, PermissionDenied, decode_revert},
     storage::{BlockReader, StateReader, StoredTx, TxLocation},
     txpool::{PoolError, PoolErrorKind},
 };
@@ -83,6 +83,10 @@ pub mod codes {
     pub const TX_EXCEEDS_BLOCK_GAS_LIMIT: i32 = -32014;
     /// Gas limit below the intrinsic cost.
     pub const TX_INTRINSIC_GAS_TOO_LOW: i32 = -32015;
+    /// A contract creation from an account without the `deployer` role (permissions enabled).
+    pub const TX_NO_DEPLOY_PERMISSION: i32 = -32016;
+    /// Another transaction from an account without the `transactor` role (permissions enabled).
+    pub const TX_NO_TRANSACT_PERMISSION: i32 = -32017;
 }
 
 /// Most blocks one `eth_getLogs` may scan.
@@ -145,6 +149,8 @@ fn pool_code(kind: &PoolErrorKind) -> i32 {
         PoolErrorKind::SenderLimit(_) => codes::TX_SENDER_LIMIT,
         PoolErrorKind::ExceedsBlockGasLimit { .. } => codes::TX_EXCEEDS_BLOCK_GAS_LIMIT,
         PoolErrorKind::IntrinsicGasTooLow { .. } => codes::TX_INTRINSIC_GAS_TOO_LOW,
+        PoolErrorKind::PermissionDenied(PermissionDenied::NoDeploy(_)) => codes::TX_NO_DEPLOY_PERMISSION,
+        PoolErrorKind::PermissionDenied(PermissionDenied::NoTransact(_)) => codes::TX_NO_TRANSACT_PERMISSION,
         PoolErrorKind::Storage(_) => codes::INTERNAL,
     }
 }

@@ -436,6 +436,7 @@ fn block_not_found(number: u64) -> Status {
 /// - the nonce does not fit the sender's state, or a replacement pays too little:
 ///   `FAILED_PRECONDITION`;
 /// - the pool or the sender's share of it is full: `RESOURCE_EXHAUSTED`;
+/// - the sender lacks the role the transaction needs: `PERMISSION_DENIED`;
 /// - the node could not journal the transaction: `INTERNAL`.
 fn pool_status(error: PoolError) -> Status {
     let message = error.to_string();
@@ -449,6 +450,7 @@ fn pool_status(error: PoolError) -> Status {
         | PoolErrorKind::NonceTooHigh { .. }
         | PoolErrorKind::ReplacementUnderpriced => Status::failed_precondition(message),
         PoolErrorKind::PoolFull | PoolErrorKind::SenderLimit(_) => Status::resource_exhausted(message),
+        PoolErrorKind::PermissionDenied(_) => Status::permission_denied(message),
         PoolErrorKind::Storage(_) => Status::internal(message),
     }
 }
@@ -487,7 +489,7 @@ mod tests {
     use alloy_sol_types::{Panic, Revert, SolError};
     use bcos_sdk::{
         client::{ClientError, NodeClient},
-        config::{Genesis, SystemConfig, TxPoolConfig},
+        config::{Committee, Genesis, SystemConfig, TxPoolConfig},
         crypto::{AccountKey, NodeKey},
         proto::node_client::NodeClient as RawClient,
         types::TxError,
@@ -500,6 +502,7 @@ mod tests {
     use super::*;
     use crate::{
         chain::Chain,
+        executor::PermissionDenied,
         metrics::{ChainMetrics, PoolMetrics, RpcMetrics},
         storage::{ChainWriter, RocksStore, StateReader},
         txpool::TxPool,
@@ -528,7 +531,8 @@ mod tests {
                 consensus_nodes: vec![key.node_id()],
                 observer_nodes: Vec::new(),
                 ca_cert: None,
-                admins: vec![Address::repeat_byte(0xad)],
+                committee: Committee::single(Address::repeat_byte(0xad)),
+                permissions: Default::default(),
                 alloc: Default::default(),
             };
             let registry = Registry::new();
@@ -781,6 +785,8 @@ mod tests {
             (PoolErrorKind::ReplacementUnderpriced, Code::FailedPrecondition),
             (PoolErrorKind::PoolFull, Code::ResourceExhausted),
             (PoolErrorKind::SenderLimit(16), Code::ResourceExhausted),
+            (PermissionDenied::NoDeploy(Address::ZERO).into(), Code::PermissionDenied),
+            (PermissionDenied::NoTransact(Address::ZERO).into(), Code::PermissionDenied),
             (PoolErrorKind::Storage("disk".into()), Code::Internal),
         ];
         for (kind, code) in cases {

@@ -2,7 +2,7 @@
 
 use alloy_primitives::{Address, B256};
 use bcos_sdk::{
-    config::{Genesis, SystemConfig},
+    config::{Committee, Genesis, SystemConfig},
     crypto::{AccountKey, NodeKey},
     types::QuorumCertificate,
 };
@@ -23,7 +23,8 @@ fn source_and_fresh(key: &NodeKey, blocks: u64) -> (TestNode, TestNode) {
         consensus_nodes: vec![key.node_id()],
         observer_nodes: Vec::new(),
         ca_cert: None,
-        admins: vec![],
+        committee: Committee::single(Address::repeat_byte(0xad)),
+        permissions: Default::default(),
         alloc: Default::default(),
     };
     let source = TestNode::new(&genesis);

@@ -3,6 +3,8 @@
 use alloy_primitives::B256;
 use bcos_sdk::types::TxError;
 
+use crate::executor::PermissionDenied;
+
 /// Why the pool refused a transaction.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -64,6 +66,9 @@ pub enum PoolErrorKind {
         /// Required gas.
         intrinsic: u64,
     },
+    /// Permissions are enabled and the sender lacks the role the transaction needs.
+    #[error(transparent)]
+    PermissionDenied(#[from] PermissionDenied),
     /// The node could not record the transaction durably.
     #[error("storage failure: {0}")]
     Storage(String),
@@ -88,11 +93,14 @@ impl PoolErrorKind {
             Self::SenderLimit(_) => "sender_limit",
             Self::ExceedsBlockGasLimit { .. } => "exceeds_block_gas_limit",
             Self::IntrinsicGasTooLow { .. } => "intrinsic_gas_too_low",
+            Self::PermissionDenied(PermissionDenied::NoDeploy(_)) => "no_deploy_permission",
+            Self::PermissionDenied(PermissionDenied::NoTransact(_)) => "no_transact_permission",
             Self::Storage(_) => "storage",
         }
     }
 
-    /// Whether a peer that relayed this transaction misbehaved (as opposed to a race or a limit).
+    /// Whether a peer that relayed this transaction misbehaved (as opposed to a race or a limit;
+    /// a missing permission is a race too: peers may judge by a state before a grant or revocation).
     pub fn is_bad_transaction(&self) -> bool {
         matches!(self, Self::Invalid(_) | Self::Oversized { .. } | Self::IntrinsicGasTooLow { .. })
     }

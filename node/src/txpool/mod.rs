@@ -2,8 +2,10 @@
 //!
 //! Admission runs the checks in two groups. Stateless checks need only the bytes: size, EIP-2718
 //! decoding, EIP-155 chain id, signature (the sender is recovered here, once, with libsecp256k1),
-//! intrinsic gas and the block gas limit. Stateful checks need the chain: the nonce against the
-//! sender's committed nonce, duplicates, replacement, and the pool's capacity. An admitted
+//! intrinsic gas and the block gas limit. Stateful checks need the chain: the sender's permission
+//! when permissions are enabled (see [`crate::executor::permissions`]; checked before taking the
+//! pool's lock), the nonce against the sender's committed nonce, duplicates, replacement, and the
+//! pool's capacity. An admitted
 //! transaction is written to the storage journal before its hash is returned, so a node killed at
 //! any moment still holds every transaction it acknowledged.
 //!

@@ -12,7 +12,10 @@ use std::{
 use alloy_consensus::Transaction;
 use alloy_eips::eip2930::AccessList;
 use alloy_primitives::{Address, B256, Bytes};
-use bcos_sdk::{config::TxPoolConfig, types::RecoveredTx};
+use bcos_sdk::{
+    config::TxPoolConfig,
+    types::{RecoveredTx, system::PERMISSIONS_ADDRESS},
+};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use tokio::sync::{Notify, broadcast};
@@ -25,6 +28,7 @@ const RECENT_COMMITS: usize = 100_000;
 
 use super::{PoolError, PoolErrorKind};
 use crate::{
+    executor::permissions,
     metrics::PoolMetrics,
     storage::{ChainWriter, StateReader, StoredTx},
 };
@@ -171,7 +175,7 @@ impl TxPool {
 
     /// Admits one raw transaction: the path of `eth_sendRawTransaction`.
     pub fn submit(&self, raw: &[u8]) -> Result<B256, PoolError> {
-        let result = self.check_stateless(raw).and_then(|tx| {
+        let result = self.check_stateless(raw).and_then(|tx| self.check_permission(tx)).and_then(|tx| {
             self.admit(vec![tx], Journal::Write).pop().unwrap_or_else(|| {
                 Err(PoolError::new(None, PoolErrorKind::Storage("admission returned no result".into())))
             })
@@ -209,7 +213,7 @@ impl TxPool {
                 if *known {
                     Err(PoolError::new(Some(*hash), PoolErrorKind::AlreadyKnown))
                 } else {
-                    self.check_stateless(raw)
+                    self.check_stateless(raw).and_then(|tx| self.check_permission(tx))
                 }
             })
             .collect();
@@ -263,6 +267,18 @@ impl TxPool {
             ));
         }
         Ok(tx)
+    }
+
+    /// Whether the sender may send the transaction, by committed state.
+    fn check_permission(&self, tx: RecoveredTx) -> Result<RecoveredTx, PoolError> {
+        let permitted = permissions::check_transaction(tx.sender(), tx.envelope().kind(), |slot| {
+            self.state.storage(&PERMISSIONS_ADDRESS, &slot)
+        });
+        match permitted {
+            Ok(Ok(())) => Ok(tx),
+            Ok(Err(denied)) => Err(PoolError::new(Some(tx.hash()), denied)),
+            Err(e) => Err(PoolError { hash: Some(tx.hash()), kind: storage_error(e).kind }),
+        }
     }
 
     /// Stateful checks, journal, then insertion. The journal write happens between two short

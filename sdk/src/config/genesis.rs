@@ -1,4 +1,5 @@
-//! The genesis file: chain id, initial system config, consensus nodes, administrators, accounts.
+//! The genesis file: chain id, initial system config, consensus nodes, the governing committee,
+//! roles and permissions, accounts.
 
 use std::{collections::BTreeMap, fmt, path::Path, str::FromStr};
 
@@ -7,7 +8,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, FieldError, invalid, load_yaml, write_yaml};
-use crate::pki::{CertRole, IssuedCert};
+use crate::{
+    pki::{CertRole, IssuedCert},
+    types::system::Role,
+};
 
 /// The consensus algorithm in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -160,6 +164,80 @@ pub struct GenesisAccount {
     pub storage: BTreeMap<B256, B256>,
 }
 
+/// The governing committee at genesis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Committee {
+    /// Member accounts; each may propose and vote.
+    #[schemars(with = "Vec<String>")]
+    pub members: Vec<Address>,
+    /// Approvals a proposal needs, 1 to the number of members.
+    pub threshold: u32,
+}
+
+impl Committee {
+    /// Most members a committee may have; bounds what one vote reads to count approvals.
+    pub const MAX_MEMBERS: usize = 100;
+
+    /// A committee of one that decides alone (single-operator chains such as the devnet).
+    pub fn single(member: Address) -> Self {
+        Self { members: vec![member], threshold: 1 }
+    }
+
+    fn validate(&self) -> Result<(), FieldError> {
+        if self.members.is_empty() {
+            return Err(FieldError::new("committee.members", "at least one member is required"));
+        }
+        if self.members.len() > Self::MAX_MEMBERS {
+            return Err(FieldError::new("committee.members", format!("at most {} members", Self::MAX_MEMBERS)));
+        }
+        if self.members.contains(&Address::ZERO) {
+            return Err(FieldError::new("committee.members", "the zero address cannot be a member"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = self.members.iter().find(|member| !seen.insert(**member)) {
+            return Err(FieldError::new("committee.members", format!("member {dup} is listed twice")));
+        }
+        if self.threshold == 0 || self.threshold as usize > self.members.len() {
+            return Err(FieldError::new(
+                "committee.threshold",
+                format!("must be between 1 and {} (the number of members)", self.members.len()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Roles and permission checks at genesis.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Permissions {
+    /// Whether contract creations need the `deployer` role and other transactions (except calls
+    /// of system contracts) the `transactor` role. Off, anyone may transact.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Initial role holders: account to roles.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(with = "BTreeMap<String, Vec<Role>>")]
+    pub roles: BTreeMap<Address, Vec<Role>>,
+}
+
+impl Permissions {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn validate(&self) -> Result<(), FieldError> {
+        for (account, roles) in &self.roles {
+            let mut seen = std::collections::HashSet::new();
+            if let Some(dup) = roles.iter().find(|role| !seen.insert(**role)) {
+                return Err(FieldError::new("permissions.roles", format!("{account} lists {dup} twice")));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The genesis file. Every node of a chain must use byte-for-byte the same values: the genesis
 /// block hash derived from them identifies the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -183,9 +261,12 @@ pub struct Genesis {
     /// peers are admitted by node id alone, which only in-process test chains do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<String>,
-    /// Accounts allowed to change system config.
-    #[schemars(with = "Vec<String>")]
-    pub admins: Vec<Address>,
+    /// The committee that governs the chain by threshold vote (system config, consensus nodes,
+    /// roles, certificate revocation, the committee itself).
+    pub committee: Committee,
+    /// Whether transactions are checked against roles, and who holds which role at genesis.
+    #[serde(default, skip_serializing_if = "Permissions::is_default")]
+    pub permissions: Permissions,
     /// Accounts present at genesis.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, GenesisAccount>")]
@@ -220,6 +301,8 @@ impl Genesis {
         if let Some(dup) = self.observer_nodes.iter().find(|id| !seen.insert(**id)) {
             return Err(FieldError::new("observerNodes", format!("node {dup} is listed twice or is a consensus node")));
         }
+        self.committee.validate()?;
+        self.permissions.validate()?;
         if let Some(pem) = &self.ca_cert {
             IssuedCert::from_pem(pem, CertRole::ChainCa, "caCert")
                 .map_err(|e| FieldError::new("caCert", e.to_string()))?;
@@ -248,7 +331,9 @@ systemConfig:
   consensusMode: pbft
   compatibilityVersion: 1
 consensusNodes: ["0x0101010101010101010101010101010101010101010101010101010101010101"]
-admins: ["0x000000000000000000000000000000000000dEaD"]
+committee:
+  members: ["0x000000000000000000000000000000000000dEaD"]
+  threshold: 1
 alloc:
   "0x000000000000000000000000000000000000bEEF": { balance: "0x10" }
 "#;
@@ -284,7 +369,7 @@ alloc:
         assert!(parse(VALID).expect("valid").observer_nodes.is_empty());
         let consensus = "0x0101010101010101010101010101010101010101010101010101010101010101";
         let observer = "0x0202020202020202020202020202020202020202020202020202020202020202";
-        let with = |list: &str| VALID.replace("admins:", &format!("observerNodes: [{list}]\nadmins:"));
+        let with = |list: &str| VALID.replace("committee:", &format!("observerNodes: [{list}]\ncommittee:"));
         let genesis = parse(&with(&format!("\"{observer}\""))).expect("valid");
         assert_eq!(genesis.observer_nodes, vec![B256::repeat_byte(2)]);
         let err = parse(&with(&format!("\"{consensus}\""))).unwrap_err().to_string();
@@ -292,6 +377,62 @@ alloc:
             err,
             format!("genesis.yaml: observerNodes: node {consensus} is listed twice or is a consensus node")
         );
+    }
+
+    #[test]
+    fn the_committee_needs_distinct_members_and_a_reachable_threshold() {
+        let genesis = parse(VALID).expect("valid");
+        let dead: Address = "0x000000000000000000000000000000000000dEaD".parse().expect("address");
+        assert_eq!(genesis.committee, Committee::single(dead));
+        assert_eq!(genesis.permissions, Permissions::default(), "permissions are optional and off");
+        let committee = |text: &str| {
+            VALID.replace(
+                "committee:\n  members: [\"0x000000000000000000000000000000000000dEaD\"]\n  threshold: 1",
+                text,
+            )
+        };
+        let cases = [
+            ("committee: { members: [], threshold: 1 }", "committee.members: at least one member is required"),
+            (
+                "committee: { members: [\"0x0000000000000000000000000000000000000000\"], threshold: 1 }",
+                "committee.members: the zero address cannot be a member",
+            ),
+            (
+                "committee: { members: [\"0x000000000000000000000000000000000000dEaD\", \"0x000000000000000000000000000000000000dead\"], threshold: 1 }",
+                "committee.members: member 0x000000000000000000000000000000000000dEaD is listed twice",
+            ),
+            (
+                "committee: { members: [\"0x000000000000000000000000000000000000dEaD\"], threshold: 2 }",
+                "committee.threshold: must be between 1 and 1 (the number of members)",
+            ),
+            (
+                "committee: { members: [\"0x000000000000000000000000000000000000dEaD\"], threshold: 0 }",
+                "committee.threshold: must be between 1 and 1 (the number of members)",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&committee(text)).unwrap_err().to_string();
+            assert_eq!(err, format!("genesis.yaml: {expected}"), "{text}");
+        }
+        let err = parse(&VALID.replace("  threshold: 1\n", "")).unwrap_err().to_string();
+        assert!(err.contains("missing field `threshold`"), "{err}");
+    }
+
+    #[test]
+    fn permissions_name_role_holders_by_role_name() {
+        let holder = "0x000000000000000000000000000000000000bEEF";
+        let text =
+            format!("{VALID}permissions:\n  enabled: true\n  roles:\n    \"{holder}\": [deployer, transactor]\n");
+        let genesis = parse(&text).expect("valid");
+        assert!(genesis.permissions.enabled);
+        let roles: Vec<(Address, Vec<Role>)> = genesis.permissions.roles.into_iter().collect();
+        assert_eq!(roles, vec![(holder.parse().expect("address"), vec![Role::Deployer, Role::Transactor])]);
+
+        let err = parse(&text.replace("[deployer, transactor]", "[deployer, deployer]")).unwrap_err().to_string();
+        assert_eq!(err, format!("genesis.yaml: permissions.roles: {holder} lists deployer twice"));
+        let err = parse(&text.replace("[deployer, transactor]", "[committee]")).unwrap_err().to_string();
+        assert!(err.starts_with("genesis.yaml: permissions.roles"), "{err}");
+        assert!(err.contains("unknown variant `committee`"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod node;
 
 use std::path::{Path, PathBuf};
 
-pub use genesis::{ConsensusMode, Genesis, GenesisAccount, SystemConfig};
+pub use genesis::{Committee, ConsensusMode, Genesis, GenesisAccount, Permissions, SystemConfig};
 pub use node::{GrpcConfig, MetricsConfig, NodeConfig, P2pConfig, PeerAddress, RpcConfig, StorageConfig, TxPoolConfig};
 
 /// A configuration file that could not be used.
