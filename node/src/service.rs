@@ -7,6 +7,7 @@ use bcos_consensus::{Engine, EngineConfig, RestoreError, Validators};
 use bcos_sdk::{
     config::{ConfigError, Genesis, NodeConfig, P2pConfig, PeerAddress},
     crypto::{KeyError, NodeKey},
+    pki::RevocationList,
 };
 use prometheus::Registry;
 use tokio::{sync::watch, task::JoinSet};
@@ -18,9 +19,12 @@ use crate::{
         solo::SoloSealer,
         switch::ConsensusEngine,
     },
-    metrics::{ChainMetrics, Health, PoolMetrics, RpcMetrics},
+    metrics::{ChainMetrics, Health, PoolMetrics, RpcMetrics, RpcTlsMetrics},
     network::{Blacklist, Multiaddr, Network, NetworkConfig, tcp_multiaddr},
-    rpc::{NodeApi, eth, grpc},
+    rpc::{
+        NodeApi, eth, grpc,
+        tls::{TlsError, TlsServer},
+    },
     storage::{BlockReader, RocksStore, StorageError},
     txpool::{PoolError, TxPool},
 };
@@ -60,6 +64,9 @@ pub enum ServiceError {
         /// Why.
         source: RestoreError,
     },
+    /// TLS on the JSON-RPC port cannot be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The genesis asks for something this build cannot run.
     #[error("{0}")]
     Unsupported(String),
@@ -73,6 +80,8 @@ pub enum ServiceError {
 pub struct Endpoints {
     /// JSON-RPC over HTTP and WebSocket.
     pub rpc: SocketAddr,
+    /// Whether JSON-RPC is served over TLS (HTTPS and WSS).
+    pub rpc_tls: bool,
     /// gRPC.
     pub grpc: SocketAddr,
     /// Metrics and probes.
@@ -135,7 +144,15 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
-    let (rpc, rpc_addr) = eth::start(&config.rpc, api.clone()).await?;
+    // The chain's revoked certificate serials, which client certificates are checked against
+    // at every TLS handshake. Nothing on chain revokes certificates yet, so it stays empty until
+    // the revocation contract fills it.
+    let revoked = RevocationList::default();
+    let rpc_tls = match &config.rpc.tls {
+        Some(tls) => Some(TlsServer::new(tls, genesis.ca_cert_der(), revoked, RpcTlsMetrics::register(&registry))?),
+        None => None,
+    };
+    let (rpc, rpc_addr) = eth::start(&config.rpc, api.clone(), rpc_tls).await?;
     let grpc_listener = crate::metrics::bind(config.grpc.listen).await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let metrics_listener = crate::metrics::bind(config.metrics.listen).await?;
@@ -178,7 +195,12 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
     });
 
     Ok(RunningNode {
-        endpoints: Endpoints { rpc: rpc_addr, grpc: grpc_addr, metrics: metrics_addr },
+        endpoints: Endpoints {
+            rpc: rpc_addr,
+            rpc_tls: config.rpc.tls.is_some(),
+            grpc: grpc_addr,
+            metrics: metrics_addr,
+        },
         node_id,
         shutdown,
         tasks,
