@@ -14,6 +14,7 @@ use alloy_primitives::{Address, B256, Bloom, Bytes, U256, keccak256};
 use bcos_sdk::{
     config::{Genesis, SystemConfig},
     crypto::NodeKey,
+    pki::Serial,
     types::{
         BlockHeader, QuorumCertificate, StateWrite, StoredReceipt, Vote, state_commitment,
         system::{GOVERNANCE_ADDRESS, NODE_REGISTRY_ADDRESS, PERMISSIONS_ADDRESS, SYSTEM_CONFIG_ADDRESS},
@@ -211,6 +212,16 @@ impl Chain {
     /// The consensus node set in force for the next block.
     pub fn consensus_nodes(&self) -> Result<Vec<B256>, ChainError> {
         Ok(registry::read_nodes(self.store.as_ref(), NodeRole::Consensus)?)
+    }
+
+    /// The certificate serials revoked on chain, in the order revoked.
+    pub fn revoked_serials(&self) -> Result<Vec<Serial>, ChainError> {
+        Ok(crate::executor::read_revoked(self.store.as_ref())?)
+    }
+
+    /// How many certificate serials are revoked on chain; the list only grows.
+    pub fn revoked_count(&self) -> Result<u64, ChainError> {
+        Ok(crate::executor::revoked_count(self.store.as_ref())?)
     }
 
     /// The observer nodes in force for the next block.

@@ -19,9 +19,12 @@ use crate::{
         solo::SoloSealer,
         switch::ConsensusEngine,
     },
-    metrics::{ChainMetrics, Health, PoolMetrics, RpcMetrics},
+    metrics::{ChainMetrics, Health, PoolMetrics, RpcMetrics, RpcTlsMetrics},
     network::{Blacklist, Certificates, Multiaddr, Network, NetworkConfig, tcp_multiaddr},
-    rpc::{NodeApi, eth, grpc},
+    rpc::{
+        NodeApi, eth, grpc,
+        tls::{TlsError, TlsServer},
+    },
     storage::{BlockReader, RocksStore, StorageError},
     txpool::{PoolError, TxPool},
 };
@@ -64,6 +67,9 @@ pub enum ServiceError {
     /// This node's certificate is missing, unreadable or would be refused by its peers.
     #[error("certificate: {0}")]
     Certificate(String),
+    /// TLS on the JSON-RPC port cannot be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The genesis asks for something this build cannot run.
     #[error("{0}")]
     Unsupported(String),
@@ -77,6 +83,8 @@ pub enum ServiceError {
 pub struct Endpoints {
     /// JSON-RPC over HTTP and WebSocket.
     pub rpc: SocketAddr,
+    /// Whether JSON-RPC is served over TLS (HTTPS and WSS).
+    pub rpc_tls: bool,
     /// gRPC.
     pub grpc: SocketAddr,
     /// Metrics and probes.
@@ -139,7 +147,17 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
-    let (rpc, rpc_addr) = eth::start(&config.rpc, api.clone()).await?;
+    // The chain's revoked certificate serials: peers are admitted and RPC clients served against
+    // this list, which the consensus driver keeps current after every block.
+    let revoked = RevocationList::default();
+    revoked.replace(chain.revoked_serials()?);
+    let rpc_tls = match &config.rpc.tls {
+        Some(tls) => {
+            Some(TlsServer::new(tls, genesis.ca_cert_der(), revoked.clone(), RpcTlsMetrics::register(&registry))?)
+        }
+        None => None,
+    };
+    let (rpc, rpc_addr) = eth::start(&config.rpc, api.clone(), rpc_tls).await?;
     let grpc_listener = crate::metrics::bind(config.grpc.listen).await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let metrics_listener = crate::metrics::bind(config.metrics.listen).await?;
@@ -177,7 +195,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
             )));
         }
         Some(p2p) => {
-            let certificates = node_certificates(p2p, &genesis, &key, RevocationList::default(), &registry)?;
+            let certificates = node_certificates(p2p, &genesis, &key, revoked, &registry)?;
             let network = NetworkSetup { p2p, certificates };
             Some(start_consensus(network, &key, chain, pool, &registry, &mut tasks, shutdown_rx.clone()).await?)
         }
@@ -190,7 +208,12 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
     });
 
     Ok(RunningNode {
-        endpoints: Endpoints { rpc: rpc_addr, grpc: grpc_addr, metrics: metrics_addr },
+        endpoints: Endpoints {
+            rpc: rpc_addr,
+            rpc_tls: config.rpc.tls.is_some(),
+            grpc: grpc_addr,
+            metrics: metrics_addr,
+        },
         node_id,
         shutdown,
         tasks,
@@ -247,6 +270,7 @@ async fn start_consensus(
     shutdown: watch::Receiver<bool>,
 ) -> Result<Arc<Readiness>, ServiceError> {
     let p2p = setup.p2p;
+    let revoked = setup.certificates.as_ref().map(|certificates| certificates.revoked.clone());
     let mut bootstrap = Vec::new();
     for peer in &p2p.peers {
         bootstrap.push((peer.node_id, peer_multiaddr(peer)?));
@@ -275,7 +299,10 @@ async fn start_consensus(
     let mut engine = ConsensusEngine::new(config.consensus_mode, engine_config);
     restore_engine(&mut engine, &chain)?;
     tracing::info!(target: "service", role = engine.name(), height = engine.height(), "consensus started");
-    let driver = Driver::new(engine, chain, pool, network.clone(), key, registry)?;
+    let mut driver = Driver::new(engine, chain, pool, network.clone(), key, registry)?;
+    if let Some(revoked) = revoked {
+        driver = driver.follow_revocations_into(revoked)?;
+    }
     let readiness = driver.readiness();
     tasks.spawn(async move { driver.run(events, shutdown).await.map_err(ServiceError::from) });
     Ok(readiness)

@@ -4,7 +4,9 @@
 //! Data flow: the chain's operator creates a [`ChainCa`] once and issues one [`MemberCa`] per
 //! institution ([`ChainCa::issue_member_ca`]). A member CA certifies its nodes' existing Ed25519
 //! keys ([`MemberCa::issue_node`], subject CN = node id hex) and its SDK clients' keys
-//! ([`MemberCa::issue_client`]). A node presents `[member CA, node]` during admission; the peer
+//! ([`MemberCa::issue_client`]), and the TLS certificates of its JSON-RPC endpoints
+//! ([`MemberCa::issue_server`], with DNS names and IP addresses that clients check; loaded by a node
+//! as a [`ServerIdentity`]). A node presents `[member CA, node]` during admission; the peer
 //! checks it with [`verify_node_chain`] against the chain CA and the revocation list, and only then
 //! holds a [`VerifiedNode`] whose node id it compares with the libp2p key.
 //!
@@ -29,9 +31,11 @@ use alloy_primitives::B256;
 use rand::RngCore;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ED25519, PublicKeyData, SerialNumber, SignatureAlgorithm,
+    KeyUsagePurpose, PKCS_ED25519, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm, string::Ia5String,
 };
-use x509_parser::{certificate::X509Certificate, oid_registry, prelude::FromDer, x509::X509Name};
+use x509_parser::{
+    certificate::X509Certificate, extensions::GeneralName, oid_registry, prelude::FromDer, x509::X509Name,
+};
 
 use crate::crypto::KeyError;
 
@@ -43,6 +47,12 @@ pub const MAX_CERT_LEN: usize = 16 * 1024;
 
 /// Number of certificates in a node or client chain presented to a peer: member CA, leaf.
 pub const CHAIN_LEN: usize = 2;
+
+/// Most certificates in a TLS server chain file: server, member CA and, optionally, the chain CA.
+pub const MAX_SERVER_CHAIN_LEN: usize = 3;
+
+/// Most DNS names and IP addresses one server certificate carries.
+pub const MAX_SERVER_NAMES: usize = 32;
 
 /// The result type of this module.
 pub type Result<T, E = PkiError> = std::result::Result<T, E>;
@@ -59,6 +69,8 @@ pub enum CertRole {
     Node,
     /// An SDK client certificate.
     Client,
+    /// A TLS server certificate (the JSON-RPC endpoint's).
+    Server,
 }
 
 impl std::fmt::Display for CertRole {
@@ -68,6 +80,7 @@ impl std::fmt::Display for CertRole {
             Self::MemberCa => "member CA certificate",
             Self::Node => "node certificate",
             Self::Client => "client certificate",
+            Self::Server => "server certificate",
         })
     }
 }
@@ -97,7 +110,8 @@ pub enum PkiError {
     /// The 32 bytes given as a node id or client key are not an Ed25519 public key.
     #[error("not an Ed25519 public key: {0}")]
     InvalidPublicKey(B256),
-    /// A stored key file does not hold an Ed25519 PKCS#8 key, or does not match its certificate.
+    /// A stored key or certificate file is unusable: not PEM, not an Ed25519 PKCS#8 key, not
+    /// the expected certificates, or a key that does not match its certificate.
     #[error("{file}: {reason}")]
     BadKeyFile {
         /// The key or certificate file.
@@ -497,13 +511,20 @@ impl NodeChain {
 
     /// Writes the chain to a new file (mode 0644); refuses to replace an existing file.
     pub fn save_new(&self, file: &Path) -> Result<()> {
-        write_new(file, format!("{}{}", self.node.pem(), self.member.pem()).as_bytes(), 0o644)
+        save_chain_new(&[&self.node, &self.member], file)
     }
 
     /// The chain in the order the verifiers take it: `[member CA, node]`, DER.
     pub fn verify_order(&self) -> Vec<Vec<u8>> {
         vec![self.member.der().to_vec(), self.node.der().to_vec()]
     }
+}
+
+/// Writes certificates to one new PEM file (mode 0644), in order; refuses to replace a file. A TLS
+/// server presents such a file: its certificate first, then the member CA's.
+pub fn save_chain_new(certs: &[&IssuedCert], file: &Path) -> Result<()> {
+    let text: String = certs.iter().map(|cert| cert.pem()).collect();
+    write_new(file, text.as_bytes(), 0o644)
 }
 
 fn pem_encode(der: &[u8]) -> String {
@@ -538,7 +559,12 @@ fn write_new(file: &Path, data: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
-/// An Ed25519 key pair for a CA or an SDK client, stored as a PKCS#8 PEM file.
+/// The DER of an Ed25519 PKCS#8 v1 private key (RFC 8410) up to its 32-byte seed: SEQUENCE,
+/// version 0, algorithm id-Ed25519, OCTET STRING holding the OCTET STRING of the seed.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+
+/// An Ed25519 key pair for a CA, an SDK client or a TLS server, stored as a PKCS#8 PEM file.
 pub struct CertKey(KeyPair);
 
 impl std::fmt::Debug for CertKey {
@@ -550,7 +576,14 @@ impl std::fmt::Debug for CertKey {
 impl CertKey {
     /// A fresh random Ed25519 key.
     pub fn generate() -> Result<Self> {
-        KeyPair::generate_for(&PKCS_ED25519).map(Self).map_err(issue_err)
+        // ring would encode a new key as PKCS#8 v2 (RFC 5958, with the public key), which OpenSSL
+        // 3.0 cannot read; SDK clients built on OpenSSL (curl, most language SDKs) must load
+        // these files, so the key is encoded as PKCS#8 v1 (RFC 8410) instead.
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        let mut der = ED25519_PKCS8_V1_PREFIX.to_vec();
+        der.extend_from_slice(&seed);
+        KeyPair::try_from(der.as_slice()).map(Self).map_err(issue_err)
     }
 
     /// The Ed25519 public key.
@@ -573,6 +606,11 @@ impl CertKey {
             return Err(PkiError::BadKeyFile { file: file.display().to_string(), reason: "not an Ed25519 key".into() });
         }
         Ok(Self(key))
+    }
+
+    /// The PKCS#8 DER encoding of the private key (what TLS libraries take).
+    pub fn private_key_der(&self) -> Vec<u8> {
+        self.0.serialize_der()
     }
 
     /// Writes the key to a new file with mode 0600; refuses to replace an existing file.
@@ -758,6 +796,51 @@ impl MemberCa {
         let cert = params.signed_by(&key, &self.issuer).map_err(issue_err)?;
         Ok(IssuedCert::new(cert, serial))
     }
+
+    /// Certifies the Ed25519 key of a TLS server (a node's JSON-RPC endpoint): subject CN = the
+    /// first name, subject alternative names = `names` (each a DNS name or an IP address, which
+    /// is what TLS clients check; node certificates carry none), digitalSignature, extended key
+    /// usage serverAuth.
+    pub fn issue_server(&self, names: &[String], public_key: &B256, validity: Validity) -> Result<IssuedCert> {
+        let Some(first) = names.first() else {
+            return Err(PkiError::InvalidName { field: "server name", value: "(none given)".into() });
+        };
+        if names.len() > MAX_SERVER_NAMES {
+            return Err(PkiError::InvalidName {
+                field: "server names",
+                value: format!("{} names, at most {MAX_SERVER_NAMES}", names.len()),
+            });
+        }
+        let key = Ed25519Public::new(public_key)?;
+        let (mut params, serial) = base_params(self.member.dn(first), &validity)?;
+        params.subject_alt_names = names.iter().map(|name| server_name(name)).collect::<Result<_>>()?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer).map_err(issue_err)?;
+        Ok(IssuedCert::new(cert, serial))
+    }
+}
+
+/// A subject alternative name: an IP address if `name` parses as one, else a DNS name
+/// (letters, digits and hyphens in dot-separated labels, optionally starting with `*.`).
+fn server_name(name: &str) -> Result<SanType> {
+    if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+        return Ok(SanType::IpAddress(ip));
+    }
+    let invalid = || PkiError::InvalidName { field: "server DNS name", value: name.to_owned() };
+    let labels = name.strip_prefix("*.").unwrap_or(name);
+    let valid_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.len() > 253 || !labels.split('.').all(valid_label) {
+        return Err(invalid());
+    }
+    Ia5String::try_from(name).map(SanType::DnsName).map_err(|_| invalid())
 }
 
 /// A node certificate chain that verified; only [`verify_node_chain`] creates one.
@@ -864,6 +947,131 @@ pub fn verify_client_chain(
         not_after: leaf.not_after,
         serial: leaf.serial,
     })
+}
+
+/// A TLS server's certificate chain as read from one PEM file: the server certificate, then the
+/// member CA certificate that issued it (and optionally the chain CA's). Only
+/// [`ServerChain::load`] creates one, after checking that the first certificate is a server
+/// certificate for an Ed25519 key (not a CA; digitalSignature and serverAuth; at least one DNS
+/// name or IP address) and that each certificate is signed by the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerChain {
+    certs: Vec<IssuedCert>,
+    public_key: B256,
+}
+
+impl ServerChain {
+    /// Reads and checks a PEM file of certificates, server certificate first.
+    pub fn load(file: &Path) -> Result<Self> {
+        let name = file.display().to_string();
+        let bad = |reason: String| PkiError::BadKeyFile { file: name.clone(), reason };
+        let text = fs::read(file).map_err(|source| KeyError::Io { file: name.clone(), source })?;
+        let blocks = pem::parse_many(&text).map_err(|e| bad(format!("not PEM: {e}")))?;
+        let expected = "expected the server certificate followed by its member CA certificate";
+        if blocks.is_empty() {
+            return Err(bad(format!("holds no PEM certificates; {expected}")));
+        }
+        if blocks.len() > MAX_SERVER_CHAIN_LEN {
+            return Err(bad(format!("holds {} certificates; {expected}", blocks.len())));
+        }
+        if let Some(other) = blocks.iter().find(|block| block.tag() != "CERTIFICATE") {
+            return Err(bad(format!("holds a {} PEM block; expected only certificates", other.tag())));
+        }
+        let roles = [CertRole::Server, CertRole::MemberCa, CertRole::ChainCa];
+        let certs = blocks
+            .into_iter()
+            .zip(roles)
+            .map(|(block, role)| IssuedCert::from_der(block.into_contents(), role))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| bad(e.to_string()))?;
+        let public_key = check_chain_links(&certs, &roles).map_err(|e| bad(e.to_string()))?;
+        Ok(Self { certs, public_key })
+    }
+
+    /// The certificates, server certificate first.
+    pub fn certs(&self) -> &[IssuedCert] {
+        &self.certs
+    }
+
+    /// Pairs the chain with the server's key, which must be the key the server certificate
+    /// certifies; `key_file` names the key in errors.
+    pub fn with_key(self, key: CertKey, key_file: &Path) -> Result<ServerIdentity> {
+        if key.public_key() != self.public_key {
+            return Err(PkiError::BadKeyFile {
+                file: key_file.display().to_string(),
+                reason: "key does not match the server certificate".into(),
+            });
+        }
+        Ok(ServerIdentity { chain: self, key })
+    }
+}
+
+/// Checks a server chain: a server certificate first, then certificates each signed by the next
+/// and each a CA allowed to issue what lies below it. Returns the server's Ed25519 key.
+fn check_chain_links(certs: &[IssuedCert], roles: &[CertRole]) -> Result<B256> {
+    let chain = certs
+        .iter()
+        .zip(roles)
+        .map(|(cert, role)| Ok((parse(cert.der(), *role)?, *role)))
+        .collect::<Result<Vec<_>>>()?;
+    let Some((leaf, _)) = chain.first() else {
+        return Err(PkiError::ChainLength { got: 0, expected: CHAIN_LEN });
+    };
+    check_server_leaf(leaf)?;
+    for (below, pair) in chain.windows(2).enumerate() {
+        let [(cert, cert_role), (issuer, issuer_role)] = pair else { continue };
+        check_issued_by(cert, issuer, *cert_role)?;
+        // The member CA has no CA below it, the chain CA one.
+        check_ca(issuer, u32::try_from(below).unwrap_or(u32::MAX), *issuer_role)?;
+    }
+    ed25519_key(leaf, CertRole::Server)
+}
+
+fn check_server_leaf(cert: &X509Certificate<'_>) -> Result<()> {
+    let role = CertRole::Server;
+    let constraints = cert.basic_constraints().map_err(|e| PkiError::Malformed { role, reason: e.to_string() })?;
+    if constraints.is_some_and(|c| c.value.ca) {
+        return Err(PkiError::UnexpectedCa { role });
+    }
+    let usage = cert.key_usage().map_err(|e| PkiError::Malformed { role, reason: e.to_string() })?;
+    if !usage.is_some_and(|u| u.value.digital_signature()) {
+        return Err(PkiError::KeyUsage { role, usage: "digitalSignature" });
+    }
+    let eku = cert.extended_key_usage().map_err(|e| PkiError::Malformed { role, reason: e.to_string() })?;
+    if !eku.is_some_and(|e| e.value.server_auth) {
+        return Err(PkiError::KeyUsage { role, usage: "serverAuth" });
+    }
+    // TLS clients check the name they connected to against these, never against the subject CN.
+    let names = cert.subject_alternative_name().map_err(|e| PkiError::Malformed { role, reason: e.to_string() })?;
+    let has_name = names.is_some_and(|names| {
+        names.value.general_names.iter().any(|name| matches!(name, GeneralName::DNSName(_) | GeneralName::IPAddress(_)))
+    });
+    if !has_name {
+        return Err(PkiError::BadSubject {
+            role,
+            reason: "no DNS name or IP address (subject alternative name) for clients to check".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A TLS server's certificate chain with its private key; built by [`ServerChain::with_key`].
+#[derive(Debug)]
+pub struct ServerIdentity {
+    chain: ServerChain,
+    key: CertKey,
+}
+
+impl ServerIdentity {
+    /// The certificates to present, server certificate first.
+    pub fn certs(&self) -> &[IssuedCert] {
+        self.chain.certs()
+    }
+
+    /// The server's private key, PKCS#8 DER.
+    pub fn private_key_der(&self) -> Vec<u8> {
+        self.key.private_key_der()
+    }
 }
 
 struct Leaf {

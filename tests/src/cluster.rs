@@ -168,6 +168,7 @@ impl Cluster {
     pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
         ensure!(spec.nodes >= 2, "a cluster has at least two nodes");
         ensure!(spec.committee >= 1, "a chain has a committee");
+        crate::install_tls_provider();
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_owned();
         let genesis_nodes = spec.nodes + spec.observers;
@@ -505,7 +506,7 @@ impl Drop for Cluster {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -524,7 +525,12 @@ fn pin_binary(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Starts `bcos-node run` and waits for it to print its endpoints; stderr goes to `log`.
-async fn spawn_node(binary: &Path, config: &Path, log: &Path, id: B256) -> anyhow::Result<(Child, Endpoints)> {
+pub(crate) async fn spawn_node(
+    binary: &Path,
+    config: &Path,
+    log: &Path,
+    id: B256,
+) -> anyhow::Result<(Child, Endpoints)> {
     let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).context("opening node log")?;
     let mut child = Command::new(binary)
         .arg("run")
@@ -543,16 +549,19 @@ async fn spawn_node(binary: &Path, config: &Path, log: &Path, id: B256) -> anyho
             let mut words = line.split_whitespace();
             match (words.next(), words.next(), words.next()) {
                 (Some("node:"), Some("id"), Some(id)) => printed_id = Some(id.parse::<B256>()?),
-                (Some("json-rpc"), Some(url), _) => rpc = url.strip_prefix("http://").map(str::to_owned),
+                // `http://` and `ws://` URLs, or `https://` and `wss://` with TLS.
+                (Some("json-rpc"), Some(http), Some(ws)) => rpc = Some((http.to_owned(), ws.to_owned())),
                 (Some("grpc"), Some(url), _) => grpc = Some(url.to_owned()),
                 (Some("metrics"), Some(url), _) => metrics = url.strip_suffix("/metrics").map(str::to_owned),
                 _ => {}
             }
-            if let (Some(printed_id), Some(rpc), Some(grpc), Some(metrics)) = (&printed_id, &rpc, &grpc, &metrics) {
+            if let (Some(printed_id), Some((http, ws)), Some(grpc), Some(metrics)) =
+                (&printed_id, &rpc, &grpc, &metrics)
+            {
                 ensure!(*printed_id == id, "node printed id {printed_id}, expected {id}");
                 return Ok(Endpoints {
-                    http: format!("http://{rpc}"),
-                    ws: format!("ws://{rpc}"),
+                    http: http.clone(),
+                    ws: ws.clone(),
                     grpc: grpc.clone(),
                     metrics: metrics.clone(),
                 });

@@ -10,17 +10,20 @@
 //! partition single nodes; [`checks`] compares their chains and [`Load`] keeps transactions
 //! flowing meanwhile. [`admin`] governs a running cluster through its committee's proposals and
 //! votes (consensus switches, node registry changes, roles, the audit log); [`checks`] also reads
-//! quorum certificates and engine metrics.
+//! quorum certificates and engine metrics. [`SoloNode`] runs one `bcos-node run` process that is
+//! a chain of its own, with the genesis CA and JSON-RPC TLS settings a test gives it.
 
 pub mod admin;
 pub mod checks;
 mod cluster;
 mod load;
 pub mod proxy;
+mod solo;
 
 pub use checks::{BlockSummary, Certificate, EngineMetrics};
 pub use cluster::{CHAIN_ID, Cluster, ClusterSpec};
 pub use load::{Asset, Load, LoadReport, Sent};
+pub use solo::{SoloNode, SoloSpec};
 
 use std::{
     io::{BufRead, BufReader},
@@ -35,6 +38,15 @@ use bcos_sdk::crypto::AccountKey;
 
 /// How long a node may take to start and print its endpoints (generous: 2 shared cores).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Makes ring the process's rustls crypto provider. reqwest is built with rustls but without a
+/// provider of its own (its default, aws-lc-rs, takes too long to build here), so every reqwest
+/// client, alloy's HTTP transport included, panics when built before a provider is installed.
+/// The harness calls this whenever it starts a node, before any test builds a client.
+pub(crate) fn install_tls_provider() {
+    // An error means a provider is installed already, which serves as well.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 /// Path of the `bcos-node` binary.
 pub fn node_binary() -> anyhow::Result<PathBuf> {
@@ -54,9 +66,9 @@ pub fn node_binary() -> anyhow::Result<PathBuf> {
 /// Endpoints a node printed when it started.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
-    /// `http://host:port` of JSON-RPC.
+    /// `http://host:port` of JSON-RPC (`https://` when it serves TLS).
     pub http: String,
-    /// `ws://host:port` of JSON-RPC.
+    /// `ws://host:port` of JSON-RPC (`wss://` when it serves TLS).
     pub ws: String,
     /// `http://host:port` of gRPC.
     pub grpc: String,
@@ -81,6 +93,7 @@ impl Devnet {
 
     /// Like [`Devnet::start`], passing extra `devnet` options (for example a block interval).
     pub fn start_with(dir: &Path, extra_args: &[&str]) -> anyhow::Result<Self> {
+        install_tls_provider();
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let log = dir.with_extension("log");
         let (child, endpoints) = spawn_devnet(dir, &extra_args, &log)?;

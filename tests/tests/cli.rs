@@ -94,3 +94,52 @@ fn the_ca_commands_issue_a_chain_that_verifies_and_refuse_what_does_not() -> any
     assert!(!done && !stderr.contains("panicked"), "a key is not a certificate: {stderr}");
     Ok(())
 }
+
+#[test]
+fn ca_server_writes_a_tls_identity_for_rpc_tls_and_never_overwrites_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = |name: &str| dir.path().join(name).into_os_string();
+    let run = |args: &[&str], paths: &[(&str, &str)]| -> anyhow::Result<(bool, String, String)> {
+        let mut all: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        for (flag, name) in paths {
+            all.push(flag.into());
+            all.push(path(name));
+        }
+        node(&all.iter().map(|a| a.as_os_str()).collect::<Vec<_>>())
+    };
+    let refused = |result: (bool, String, String), expected: &str| {
+        assert!(!result.0 && result.2.contains(expected) && !result.2.contains("panicked"), "{}", result.2);
+    };
+    assert!(run(&["ca", "init", "--chain-name", "demo"], &[("--dir", "ca")])?.0);
+    assert!(
+        run(&["ca", "member", "--name", "Example Bank", "--id", "bank1"], &[("--ca-dir", "ca"), ("--out", "bank1")])?.0
+    );
+
+    let server = ["ca", "server", "--dns", "localhost", "--dns", "rpc.bank1.example", "--ip", "127.0.0.1"];
+    let (done, stdout, stderr) = run(&server, &[("--member-dir", "bank1"), ("--out", "rpc")])?;
+    assert!(done, "{stderr}");
+    assert!(stdout.contains("for localhost, rpc.bank1.example, 127.0.0.1"), "{stdout}");
+    let key_mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("rpc/server.key"))?.permissions());
+    assert_eq!(key_mode & 0o777, 0o600);
+    // What the command wrote is what rpc.tls in node.yaml takes: certificate, member CA, key.
+    let tls = bcos_sdk::config::RpcTlsConfig {
+        cert_file: dir.path().join("rpc/server.crt"),
+        key_file: dir.path().join("rpc/server.key"),
+        require_client_cert: true,
+    };
+    let identity = tls.load_identity()?;
+    let member =
+        bcos_sdk::pki::IssuedCert::load(&dir.path().join("bank1/member.crt"), bcos_sdk::pki::CertRole::MemberCa)?;
+    assert_eq!(identity.certs().len(), 2);
+    assert_eq!(identity.certs()[1], member);
+
+    let key = std::fs::read(dir.path().join("rpc/server.key"))?;
+    refused(run(&server, &[("--member-dir", "bank1"), ("--out", "rpc")])?, "already exists");
+    assert_eq!(std::fs::read(dir.path().join("rpc/server.key"))?, key);
+    refused(run(&["ca", "server"], &[("--member-dir", "bank1"), ("--out", "none")])?, "at least one --dns");
+    refused(run(&["ca", "server", "--dns", "bad_name"], &[("--member-dir", "bank1"), ("--out", "bad")])?, "bad_name");
+    refused(run(&["ca", "server", "--ip", "300.1.1.1"], &[("--member-dir", "bank1"), ("--out", "bad")])?, "--ip");
+    assert!(!dir.path().join("bad/server.key").exists());
+    Ok(())
+}

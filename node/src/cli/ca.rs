@@ -3,10 +3,13 @@
 //! File layout: a chain CA directory holds `ca.crt` and `ca.key`; a member directory holds
 //! `member.crt` and `member.key`; a node certificate file certifies the node's existing
 //! `node.key` and holds the node certificate followed by its member CA's (the chain the node
-//! presents to peers); a client directory holds `client.key` and `client.crt`. Keys are written
-//! with mode 0600, and nothing existing is ever overwritten.
+//! presents to peers); a client directory holds `client.key` and `client.crt`; a server directory
+//! holds `server.key` and `server.crt` (the server certificate followed by its member CA's, ready
+//! for `rpc.tls` in node.yaml). Keys are written with mode 0600, and nothing existing is ever
+//! overwritten.
 
 use std::{
+    net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -14,7 +17,10 @@ use std::{
 use anyhow::Context as _;
 use bcos_sdk::{
     crypto::NodeKey,
-    pki::{CertKey, CertRole, ChainCa, IssuedCert, Member, MemberCa, NoRevocation, Validity, verify_node_chain},
+    pki::{
+        CertKey, CertRole, ChainCa, IssuedCert, Member, MemberCa, NoRevocation, Validity, save_chain_new,
+        verify_node_chain,
+    },
 };
 use clap::Subcommand;
 
@@ -84,6 +90,26 @@ pub enum CaCommand {
         #[arg(long, default_value_t = 365)]
         days: u64,
     },
+    /// Create a TLS key and certificate for a node's JSON-RPC endpoint (`server.key`, and
+    /// `server.crt` holding the certificate followed by the member CA's, for `rpc.tls` in
+    /// node.yaml). Clients check the name they connect to against the names given here.
+    Server {
+        /// The member CA directory.
+        #[arg(long)]
+        member_dir: PathBuf,
+        /// A DNS name clients connect to; repeat for several.
+        #[arg(long)]
+        dns: Vec<String>,
+        /// An IP address clients connect to; repeat for several.
+        #[arg(long)]
+        ip: Vec<IpAddr>,
+        /// Where to write the key and certificate.
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
     /// Verify a node certificate against the chain CA, as admission does, and print what it
     /// certifies.
     Verify {
@@ -144,6 +170,29 @@ pub(super) fn run(command: CaCommand) -> anyhow::Result<()> {
             key.save_new(&out.join("client.key"))?;
             cert.save_new(&out.join("client.crt"))?;
             println!("client {name} certificate serial {} written to {}", cert.serial(), out.display());
+        }
+        CaCommand::Server { member_dir, dns, ip, out, days } => {
+            let names: Vec<String> = dns.into_iter().chain(ip.iter().map(IpAddr::to_string)).collect();
+            if names.is_empty() {
+                anyhow::bail!("give at least one --dns name or --ip address that clients connect to");
+            }
+            let member = load_member(&member_dir)?;
+            let (key_file, cert_file) = (out.join("server.key"), out.join("server.crt"));
+            // Check both before writing either, so a refusal leaves no key without its certificate.
+            if let Some(existing) = [&key_file, &cert_file].into_iter().find(|file| file.exists()) {
+                anyhow::bail!("{}: already exists; refusing to overwrite", existing.display());
+            }
+            create_dir(&out)?;
+            let key = CertKey::generate()?;
+            let cert = member.issue_server(&names, &key.public_key(), valid_for(days)?)?;
+            key.save_new(&key_file)?;
+            save_chain_new(&[&cert, member.cert()], &cert_file)?;
+            println!(
+                "server certificate serial {} for {} written to {}",
+                cert.serial(),
+                names.join(", "),
+                out.display()
+            );
         }
         CaCommand::Verify { ca, member, node } => {
             let ca = IssuedCert::load(&ca, CertRole::ChainCa)?;

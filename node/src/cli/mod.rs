@@ -34,7 +34,7 @@ pub enum Command {
     },
     /// Start a local chain with generated keys and genesis; rerun on the same --dir to resume it.
     Devnet(devnet::DevnetArgs),
-    /// The chain's certificate authority: create it, issue member CAs, node and client
+    /// The chain's certificate authority: create it, issue member CAs, node, client and server
     /// certificates, and verify a node's chain.
     #[command(subcommand)]
     Ca(ca::CaCommand),
@@ -103,8 +103,9 @@ pub(crate) async fn ctrl_c_or_term() {
 }
 
 pub(crate) fn print_endpoints(name: &str, endpoints: &service::Endpoints, node_id: alloy_primitives::B256) {
+    let (http, ws) = if endpoints.rpc_tls { ("https", "wss") } else { ("http", "ws") };
     println!(
-        "{name}: id {node_id}\n  json-rpc http://{rpc} ws://{rpc}\n  grpc     http://{grpc}\n  metrics  http://{metrics}/metrics",
+        "{name}: id {node_id}\n  json-rpc {http}://{rpc} {ws}://{rpc}\n  grpc     http://{grpc}\n  metrics  http://{metrics}/metrics",
         rpc = endpoints.rpc,
         grpc = endpoints.grpc,
         metrics = endpoints.metrics,

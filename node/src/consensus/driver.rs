@@ -19,7 +19,7 @@ use std::{
 
 use alloy_primitives::{B256, Bytes};
 use bcos_consensus::{BuildRequest, Commit, Engine, Proposal, Target, Validators};
-use bcos_sdk::crypto::NodeKey;
+use bcos_sdk::{crypto::NodeKey, pki::RevocationList};
 use prometheus::Registry;
 use tokio::{
     sync::{broadcast, mpsc, watch},
@@ -108,6 +108,9 @@ pub struct Driver {
     work_rx: mpsc::UnboundedReceiver<Work>,
     /// Subscribed at construction, so no client transaction admitted before `run` is missed.
     admitted: Option<broadcast::Receiver<Bytes>>,
+    /// The node's copy of the on-chain revocation list (shared with admission and the RPC), and
+    /// how many serials it held when last read.
+    revocations: Option<(RevocationList, u64)>,
 }
 
 /// Every node the registry lists (consensus and observer), sorted: the peers to admit.
@@ -157,6 +160,7 @@ impl Driver {
             work_tx,
             work_rx,
             admitted,
+            revocations: None,
         })
     }
 
@@ -482,7 +486,35 @@ impl Driver {
             self.metrics.switches.inc();
             show_engine(&self.metrics, &self.engine);
         }
-        self.follow_registry()
+        self.follow_registry()?;
+        self.follow_revocations()
+    }
+
+    /// Keeps `revoked` (already filled from the chain) current after every block, and has the
+    /// network drop peers whose certificates a block revoked.
+    pub fn follow_revocations_into(mut self, revoked: RevocationList) -> Result<Self, ChainError> {
+        self.revocations = Some((revoked, self.chain.revoked_count()?));
+        Ok(self)
+    }
+
+    /// Re-reads the revocation list when a block added to it and re-checks admitted peers.
+    fn follow_revocations(&mut self) -> Result<(), ChainError> {
+        let Some((revoked, count)) = &mut self.revocations else { return Ok(()) };
+        let now = self.chain.revoked_count()?;
+        if now == *count {
+            return Ok(());
+        }
+        *count = now;
+        if revoked.replace(self.chain.revoked_serials()?) {
+            tracing::info!(target: "consensus", revoked = now, "certificate revocation list changed; re-checking peers");
+            let network = self.network.clone();
+            tokio::spawn(async move {
+                if let Err(e) = network.recheck_certificates().await {
+                    tracing::warn!(target: "consensus", error = %e, "peers not re-checked");
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Lets the network admit exactly the nodes the registry lists once it changes.

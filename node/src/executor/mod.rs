@@ -45,7 +45,7 @@ use revm::{
 };
 
 pub use permissions::PermissionDenied;
-pub use revocation::read_revoked;
+pub use revocation::{read_revoked, revoked_count};
 pub use system::{SystemContracts, read_system_config};
 
 use crate::storage::{AccountState, BlockReader, StateReader, StorageError, state_key};

@@ -53,6 +53,12 @@ pub fn read_revoked(state: &dyn StateReader) -> Result<Vec<Serial>, StorageError
     Ok(LIST.read_committed(state)?.into_iter().map(to_serial).collect())
 }
 
+/// How many serials committed state revokes. Revocations are permanent, so the list changed
+/// exactly when this grew: a cheap check before [`read_revoked`].
+pub fn revoked_count(state: &dyn StateReader) -> Result<u64, StorageError> {
+    Ok(state.storage(&CERT_REVOCATION_ADDRESS, &LIST.count_slot())?.saturating_to())
+}
+
 /// One call to the revocation list.
 pub(super) fn revocation_call<CTX: ContextTr>(
     context: &mut CTX,

@@ -137,6 +137,27 @@ impl RpcMetrics {
     }
 }
 
+/// Metrics of TLS on the JSON-RPC port.
+#[derive(Clone)]
+pub struct RpcTlsMetrics {
+    /// Handshakes that failed, by reason: `no_certificate`, `expired`, `not_yet_valid`,
+    /// `revoked`, `bad_certificate` (the client's certificate was refused), `client_alert` (the
+    /// client refused ours), `protocol` (not TLS, or broken TLS), `timeout`, `io`, `tls`.
+    pub handshake_failures: IntCounterVec,
+}
+
+impl RpcTlsMetrics {
+    /// Registers the TLS metrics.
+    pub fn register(registry: &Registry) -> Self {
+        let failures = IntCounterVec::new(
+            Opts::new("bcos_rpc_tls_handshake_failures_total", "JSON-RPC TLS handshakes that failed, by reason"),
+            &["reason"],
+        )
+        .unwrap_or_else(|e| unreachable!("invalid metric: {e}"));
+        Self { handshake_failures: register(registry, failures) }
+    }
+}
+
 /// Consensus engine metrics.
 #[derive(Clone)]
 pub struct ConsensusMetrics {

@@ -34,6 +34,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::{
     NodeApi,
     filters::{FilterKind, Filters, MAX_FILTERS},
+    tls::TlsServer,
 };
 use crate::{
     chain::CommittedBlock,
@@ -178,21 +179,30 @@ pub struct EthApi {
     filters: Arc<Filters>,
 }
 
-/// Starts the JSON-RPC server (HTTP and WebSocket on one port).
-pub async fn start(config: &RpcConfig, api: Arc<NodeApi>) -> std::io::Result<(ServerHandle, std::net::SocketAddr)> {
+/// Starts the JSON-RPC server (HTTP and WebSocket on one port; HTTPS and WSS with `tls`).
+pub async fn start(
+    config: &RpcConfig,
+    api: Arc<NodeApi>,
+    tls: Option<TlsServer>,
+) -> std::io::Result<(ServerHandle, std::net::SocketAddr)> {
     let server_config = ServerConfig::builder()
         .max_request_body_size(config.max_request_bytes)
         .max_response_body_size(u32::MAX / 2)
         .max_connections(config.max_connections)
         .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch))
         .build();
+    let module = module(EthApi { api, filters: Arc::default() }).map_err(std::io::Error::other)?;
+    if let Some(tls) = tls {
+        let listener = crate::metrics::bind(config.listen).await?;
+        let address = listener.local_addr()?;
+        return Ok((super::tls::spawn(listener, tls, server_config, module.into(), config.max_connections), address));
+    }
     let server = Server::builder()
         .set_config(server_config)
         .build(config.listen)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
     let address = server.local_addr()?;
-    let module = module(EthApi { api, filters: Arc::default() }).map_err(std::io::Error::other)?;
     Ok((server.start(module), address))
 }
 

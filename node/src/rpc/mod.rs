@@ -1,4 +1,5 @@
-//! The node's APIs: Ethereum JSON-RPC over HTTP and WebSocket ([`eth`]) and gRPC ([`grpc`]).
+//! The node's APIs: Ethereum JSON-RPC over HTTP and WebSocket ([`eth`]), optionally over TLS
+//! ([`tls`]), and gRPC ([`grpc`]).
 //!
 //! Both are thin layers over [`NodeApi`], which answers from the chain, the pool and the state
 //! store; neither holds state of its own.
@@ -6,6 +7,7 @@
 pub mod eth;
 pub mod filters;
 pub mod grpc;
+pub mod tls;
 
 use std::sync::Arc;
 

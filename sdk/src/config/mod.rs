@@ -9,7 +9,10 @@ mod node;
 use std::path::{Path, PathBuf};
 
 pub use genesis::{Committee, ConsensusMode, Genesis, GenesisAccount, Permissions, SystemConfig};
-pub use node::{GrpcConfig, MetricsConfig, NodeConfig, P2pConfig, PeerAddress, RpcConfig, StorageConfig, TxPoolConfig};
+pub use node::{
+    GrpcConfig, MetricsConfig, NodeConfig, P2pConfig, PeerAddress, RpcConfig, RpcTlsConfig, StorageConfig,
+    TlsFilesError, TxPoolConfig,
+};
 
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, FieldError, invalid, load_yaml, write_yaml};
+use crate::pki::{CertKey, PkiError, ServerChain, ServerIdentity};
 
-/// Ethereum JSON-RPC over HTTP and WebSocket (one port serves both).
+/// Ethereum JSON-RPC over HTTP and WebSocket (one port serves both), optionally over TLS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RpcConfig {
@@ -25,6 +26,9 @@ pub struct RpcConfig {
     /// Most requests in one JSON-RPC batch.
     #[serde(default = "RpcConfig::default_max_batch")]
     pub max_batch: u32,
+    /// Serve HTTPS and WSS instead of HTTP and WS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RpcTlsConfig>,
 }
 
 impl RpcConfig {
@@ -44,8 +48,48 @@ impl RpcConfig {
             max_request_bytes: Self::default_max_request_bytes(),
             max_connections: Self::default_max_connections(),
             max_batch: Self::default_max_batch(),
+            tls: None,
         }
     }
+}
+
+/// TLS on the JSON-RPC port, optionally mutual.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RpcTlsConfig {
+    /// PEM file with the server certificate (from `bcos-node ca server`, naming the DNS names and
+    /// IP addresses clients connect to) followed by the member CA certificate that issued it.
+    pub cert_file: PathBuf,
+    /// The server certificate's Ed25519 key, PKCS#8 PEM.
+    pub key_file: PathBuf,
+    /// Admit only SDK clients presenting a client certificate and its member CA certificate that
+    /// verify to the genesis `caCert` and are not revoked on chain; anyone else fails the
+    /// handshake. Needs `caCert` in the genesis.
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+impl RpcTlsConfig {
+    /// Reads and checks the certificate chain and the key (the key must be the one the server
+    /// certificate certifies); errors name the field and the file at fault.
+    pub fn load_identity(&self) -> Result<ServerIdentity, TlsFilesError> {
+        let chain =
+            ServerChain::load(&self.cert_file).map_err(|error| TlsFilesError { field: "rpc.tls.certFile", error })?;
+        CertKey::load(&self.key_file)
+            .and_then(|key| chain.with_key(key, &self.key_file))
+            .map_err(|error| TlsFilesError { field: "rpc.tls.keyFile", error })
+    }
+}
+
+/// A file named by `rpc.tls` cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {error}")]
+pub struct TlsFilesError {
+    /// The node file's field naming the file at fault.
+    pub field: &'static str,
+    /// What is wrong with the file (the message names it). Not a `source`: the message already
+    /// says it, and error chains would say it twice.
+    pub error: PkiError,
 }
 
 /// The native gRPC API.
@@ -187,18 +231,30 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Loads and validates a node file, resolving relative paths against its directory.
+    /// Loads and validates a node file, resolving relative paths against its directory. The TLS
+    /// files `rpc.tls` names are read and checked too, so a bad one stops the node before it
+    /// opens anything.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let mut config: Self = load_yaml(file)?;
         config.validate().map_err(|e| invalid(file, e))?;
         let base = file.parent().unwrap_or(Path::new("."));
         let cert_file = config.p2p.as_mut().and_then(|p2p| p2p.cert_file.as_mut());
-        for path in
-            [&mut config.data_dir, &mut config.genesis_file, &mut config.node_key_file].into_iter().chain(cert_file)
+        let tls_files = config.rpc.tls.iter_mut().flat_map(|tls| [&mut tls.cert_file, &mut tls.key_file]);
+        for path in [&mut config.data_dir, &mut config.genesis_file, &mut config.node_key_file]
+            .into_iter()
+            .chain(cert_file)
+            .chain(tls_files)
         {
             if path.is_relative() {
                 *path = base.join(&*path);
             }
+        }
+        if let Some(tls) = &config.rpc.tls {
+            tls.load_identity().map_err(|e| ConfigError::Invalid {
+                file: file.to_owned(),
+                field: e.field.to_owned(),
+                message: e.error.to_string(),
+            })?;
         }
         Ok(config)
     }
@@ -276,5 +332,95 @@ mod tests {
         assert_eq!(err, format!("{}: txpool.capacity: must be at least 1", file.display()));
         std::fs::write(&file, "dataDir: [").expect("write");
         assert!(NodeConfig::load(&file).is_err());
+    }
+
+    /// Writes a `localhost` server chain (`server.crt`) and its key (`server.key`) into `dir`,
+    /// plus `other.key`, a key of another server.
+    fn write_tls_files(dir: &Path) {
+        use crate::pki::{ChainCa, Member, Validity, save_chain_new};
+        let validity = Validity::starting(std::time::SystemTime::now(), std::time::Duration::from_secs(3600));
+        let ca = ChainCa::generate("test", validity).expect("CA");
+        let member = ca.issue_member_ca(&Member { name: "Bank".into(), id: "bank".into() }, validity).expect("member");
+        let key = CertKey::generate().expect("key");
+        let cert = member.issue_server(&["localhost".into()], &key.public_key(), validity).expect("server");
+        key.save_new(&dir.join("server.key")).expect("save key");
+        save_chain_new(&[&cert, member.cert()], &dir.join("server.crt")).expect("save chain");
+        CertKey::generate().expect("key").save_new(&dir.join("other.key")).expect("save key");
+    }
+
+    fn with_tls(tls: &str) -> String {
+        VALID.replace("rpc: { listen: 127.0.0.1:8545 }", &format!("rpc: {{ listen: 127.0.0.1:8545, tls: {tls} }}"))
+    }
+
+    #[test]
+    fn tls_files_are_resolved_and_checked_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_tls_files(dir.path());
+        let file = dir.path().join("node.yaml");
+        std::fs::write(&file, VALID).expect("write");
+        assert_eq!(NodeConfig::load(&file).expect("valid").rpc.tls, None);
+
+        std::fs::write(&file, with_tls("{ certFile: server.crt, keyFile: server.key }")).expect("write");
+        let tls = NodeConfig::load(&file).expect("valid").rpc.tls.expect("tls");
+        assert_eq!(tls.cert_file, dir.path().join("server.crt"));
+        assert_eq!(tls.key_file, dir.path().join("server.key"));
+        assert!(!tls.require_client_cert);
+        assert_eq!(tls.load_identity().expect("identity").certs().len(), 2);
+
+        std::fs::write(&file, with_tls("{ certFile: server.crt, keyFile: server.key, requireClientCert: true }"))
+            .expect("write");
+        assert!(NodeConfig::load(&file).expect("valid").rpc.tls.expect("tls").require_client_cert);
+    }
+
+    #[test]
+    fn bad_tls_files_name_the_field_and_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_tls_files(dir.path());
+        std::fs::write(dir.path().join("garbage.crt"), [0xff, 0x00, 0x30, 0x82]).expect("write");
+        std::fs::write(
+            dir.path().join("garbage.key"),
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write");
+        let file = dir.path().join("node.yaml");
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let cases = [
+            ("missing.crt", "server.key", "rpc.tls.certFile", path("missing.crt")),
+            (
+                "garbage.crt",
+                "server.key",
+                "rpc.tls.certFile",
+                format!("{}: holds no PEM certificates", path("garbage.crt")),
+            ),
+            (
+                "server.key",
+                "server.key",
+                "rpc.tls.certFile",
+                format!("{}: holds a PRIVATE KEY PEM block", path("server.key")),
+            ),
+            ("server.crt", "missing.key", "rpc.tls.keyFile", path("missing.key")),
+            ("server.crt", "garbage.key", "rpc.tls.keyFile", path("garbage.key")),
+            ("server.crt", "server.crt", "rpc.tls.keyFile", path("server.crt")),
+            (
+                "server.crt",
+                "other.key",
+                "rpc.tls.keyFile",
+                format!("{}: key does not match the server certificate", path("other.key")),
+            ),
+        ];
+        for (cert, key, field, message) in cases {
+            std::fs::write(&file, with_tls(&format!("{{ certFile: {cert}, keyFile: {key} }}"))).expect("write");
+            let err = NodeConfig::load(&file).expect_err(field).to_string();
+            let prefix = format!("{}: {field}: {message}", file.display());
+            assert!(err.starts_with(&prefix), "{cert} {key}: {err}\nexpected prefix {prefix}");
+        }
+        std::fs::write(&file, with_tls("{ certFile: server.crt, keyFile: server.key, clientCa: ca.crt }"))
+            .expect("write");
+        let err = NodeConfig::load(&file).expect_err("unknown field").to_string();
+        assert!(err.starts_with(&format!("{}: rpc.tls.clientCa: ", file.display())), "{err}");
+        assert!(err.contains("unknown field `clientCa`"), "{err}");
+        std::fs::write(&file, with_tls("{ certFile: server.crt }")).expect("write");
+        let err = NodeConfig::load(&file).expect_err("no key").to_string();
+        assert!(err.contains("missing field `keyFile`"), "{err}");
     }
 }

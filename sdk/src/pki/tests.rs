@@ -392,3 +392,145 @@ fn node_chain_files_round_trip_and_bad_ones_are_named() {
     std::fs::write(&garbage, "not pem").expect("written");
     assert!(NodeChain::load(&garbage).unwrap_err().to_string().contains("garbage.crt"));
 }
+
+fn names(names: &[&str]) -> Vec<String> {
+    names.iter().map(|name| (*name).to_owned()).collect()
+}
+
+/// A server key and certificate for `names`, written as `server.key` and `server.crt` (the
+/// server certificate, then the member CA's) into `dir`.
+fn server_files(f: &Fixture, dir: &Path, names_: &[&str]) -> (CertKey, IssuedCert) {
+    let key = CertKey::generate().expect("key");
+    let cert = f.member.issue_server(&names(names_), &key.public_key(), valid_now()).expect("server cert");
+    key.save_new(&dir.join("server.key")).expect("save key");
+    save_chain_new(&[&cert, f.member.cert()], &dir.join("server.crt")).expect("save chain");
+    (key, cert)
+}
+
+#[test]
+fn server_certificate_names_its_addresses_and_loads_with_its_key() {
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, cert) = server_files(&f, dir.path(), &["localhost", "127.0.0.1", "::1", "*.rpc.bank.example"]);
+
+    let parsed = parse(cert.der(), CertRole::Server).expect("parse");
+    let sans = parsed.subject_alternative_name().expect("san").expect("san").value.general_names.clone();
+    let dns: Vec<_> =
+        sans.iter().filter_map(|n| if let GeneralName::DNSName(d) = n { Some(*d) } else { None }).collect();
+    assert_eq!(dns, ["localhost", "*.rpc.bank.example"]);
+    let ips: Vec<_> =
+        sans.iter().filter_map(|n| if let GeneralName::IPAddress(ip) = n { Some(ip.len()) } else { None }).collect();
+    assert_eq!(ips, [4, 16]);
+    let eku = parsed.extended_key_usage().expect("eku").expect("eku").value;
+    assert!(eku.server_auth && !eku.client_auth);
+    assert_eq!(
+        single_attr(parsed.subject(), &oid_registry::OID_X509_COMMON_NAME, "CN", CertRole::Server).ok(),
+        Some("localhost".into())
+    );
+    assert_eq!(member_of(&parsed, CertRole::Server).expect("member"), member());
+
+    let chain = ServerChain::load(&dir.path().join("server.crt")).expect("chain loads");
+    assert_eq!(chain.certs(), [cert.clone(), f.member.cert().clone()]);
+    let identity = chain
+        .clone()
+        .with_key(CertKey::load(&dir.path().join("server.key")).expect("key"), Path::new("k"))
+        .expect("key matches");
+    assert_eq!(identity.certs().len(), 2);
+    assert_eq!(identity.private_key_der(), key.private_key_der());
+    let err = chain.with_key(CertKey::generate().expect("key"), Path::new("other.key")).expect_err("another key");
+    assert_eq!(err.to_string(), "other.key: key does not match the server certificate");
+
+    // A server certificate is not a client certificate.
+    let err =
+        verify_client_chain(f.ca.cert().der(), &[f.member.cert().der(), cert.der()], SystemTime::now(), &NoRevocation)
+            .expect_err("server cert as client");
+    assert!(matches!(err, PkiError::KeyUsage { usage: "clientAuth", .. }), "{err}");
+    assert!(matches!(
+        save_chain_new(&[&cert], &dir.path().join("server.crt")),
+        Err(PkiError::File(KeyError::Exists(_)))
+    ));
+}
+
+#[test]
+fn server_names_must_be_dns_names_or_ip_addresses() {
+    let f = fixture();
+    let key = CertKey::generate().expect("key").public_key();
+    for good in [&["node-1.bank.example"][..], &["10.0.0.1", "fe80::1"], &["*.svc.cluster.local"]] {
+        f.member.issue_server(&names(good), &key, valid_now()).expect(good[0]);
+    }
+    let too_many: Vec<String> = (0..=MAX_SERVER_NAMES).map(|i| format!("n{i}.example")).collect();
+    for bad in [
+        vec![],
+        names(&["-bad.example"]),
+        names(&["a..b"]),
+        names(&["under_score"]),
+        names(&["sp ace"]),
+        names(&["ok.example", "*"]),
+        names(&["a.*.example"]),
+        too_many,
+    ] {
+        let err = f.member.issue_server(&bad, &key, valid_now()).expect_err("bad name");
+        assert!(matches!(err, PkiError::InvalidName { .. }) && !err.is_bad_peer(), "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn server_chain_files_are_checked_and_name_the_file() {
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = CertKey::generate().expect("key");
+    let server = f.member.issue_server(&names(&["localhost"]), &key.public_key(), valid_now()).expect("server");
+    let client = f.member.issue_client("app", &key.public_key(), valid_now()).expect("client");
+    let other_member = ChainCa::generate("testchain", valid_now())
+        .expect("CA")
+        .issue_member_ca(&member(), valid_now())
+        .expect("member");
+    let write = |name: &str, text: &str| {
+        let file = dir.path().join(name);
+        fs::write(&file, text).expect("write");
+        file
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("empty", String::new(), "holds no PEM certificates"),
+        ("garbage", "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n".into(), "not PEM"),
+        ("key", key.private_key_pem(), "holds a PRIVATE KEY PEM block"),
+        ("truncated", pem_encode(&server.der()[..100]), "server certificate: malformed"),
+        (
+            "reversed",
+            format!("{}{}", f.member.cert().pem(), server.pem()),
+            "server certificate: end-entity certificate must not be a CA",
+        ),
+        ("node", format!("{}{}", f.node.pem(), f.member.cert().pem()), "no DNS name or IP address"),
+        ("client", format!("{}{}", client.pem(), f.member.cert().pem()), "missing key usage serverAuth"),
+        ("foreign", format!("{}{}", server.pem(), other_member.cert().pem()), "server certificate: bad signature"),
+        ("too-long", format!("{0}{1}{1}{1}", server.pem(), f.member.cert().pem()), "holds 4 certificates"),
+    ];
+    for (name, text, expected) in cases {
+        let file = write(name, &text);
+        let err = ServerChain::load(&file).expect_err(name).to_string();
+        assert!(err.starts_with(&format!("{}: ", file.display())) && err.contains(expected), "{name}: {err}");
+    }
+    let missing = dir.path().join("missing.crt");
+    let err = ServerChain::load(&missing).expect_err("missing").to_string();
+    assert!(err.starts_with(&missing.display().to_string()), "{err}");
+    // The server certificate alone, and with the chain CA after its member CA, are fine.
+    ServerChain::load(&write("alone", server.pem())).expect("server alone");
+    ServerChain::load(&write("full", &format!("{}{}{}", server.pem(), f.member.cert().pem(), f.ca.cert().pem())))
+        .expect("with chain CA");
+}
+
+#[test]
+fn keys_are_written_as_pkcs8_v1_and_earlier_v2_files_still_load() {
+    let key = CertKey::generate().expect("key");
+    let der = key.private_key_der();
+    assert_eq!((der.len(), &der[..ED25519_PKCS8_V1_PREFIX.len()]), (48, &ED25519_PKCS8_V1_PREFIX[..]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    key.save_new(&dir.path().join("v1.key")).expect("save");
+    assert_eq!(CertKey::load(&dir.path().join("v1.key")).expect("load v1").public_key(), key.public_key());
+
+    // ring's own encoding (PKCS#8 v2, with the public key), as keys were written before.
+    let v2 = KeyPair::generate_for(&PKCS_ED25519).expect("key");
+    fs::write(dir.path().join("v2.key"), v2.serialize_pem()).expect("write");
+    let loaded = CertKey::load(&dir.path().join("v2.key")).expect("load v2");
+    assert_eq!(loaded.public_key().as_slice(), v2.public_key_raw());
+}
