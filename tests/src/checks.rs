@@ -422,6 +422,23 @@ impl Cluster {
         Ok(EngineMetrics::parse(&text))
     }
 
+    /// The value of one sample of node `i`'s metrics, named as the exposition prints it (for
+    /// example `bcos_network_refused_connections_total{reason="foreign_ca"}`); 0 when absent, as
+    /// a counter that never counted is.
+    pub async fn metric(&self, i: usize, sample: &str) -> anyhow::Result<f64> {
+        let url = format!("{}/metrics", self.endpoints(i)?.metrics);
+        let what = format!("metrics of node {i}");
+        let response = limited(&what, alloy::transports::http::reqwest::get(&url)).await?;
+        let text = limited(&what, response.text()).await?;
+        let value = text
+            .lines()
+            .filter_map(|line| line.rsplit_once(' '))
+            .find(|(name, _)| *name == sample)
+            .map_or(Ok(0.0), |(_, value)| value.parse::<f64>())
+            .with_context(|| format!("{what}: {sample} is not a number"))?;
+        Ok(value)
+    }
+
     /// Waits until every node of `nodes` answers its readiness probe with 200.
     pub async fn wait_ready(&self, nodes: &[usize], timeout: Duration) -> anyhow::Result<()> {
         wait_for(&format!("nodes {nodes:?} ready"), timeout, || async {
