@@ -191,6 +191,15 @@ pub enum PkiError {
         /// The missing usage.
         usage: &'static str,
     },
+    /// The certificate carries a usage its role must not have: a node certificate (serverAuth
+    /// and clientAuth) presented as an SDK client certificate.
+    #[error("{role}: must not carry extended key usage {usage}")]
+    UnexpectedUsage {
+        /// Which certificate.
+        role: CertRole,
+        /// The usage it must not carry.
+        usage: &'static str,
+    },
     /// The certificate carries a critical extension this module does not understand.
     #[error("{role}: unsupported critical extension {oid}")]
     UnsupportedCriticalExtension {
@@ -1214,6 +1223,10 @@ fn check_end_entity(cert: &X509Certificate<'_>, role: CertRole) -> Result<()> {
     }
     if role == CertRole::Node && !eku.server_auth {
         return Err(PkiError::KeyUsage { role, usage: "serverAuth" });
+    }
+    // Node certificates also carry clientAuth; an SDK endpoint admits SDK clients only.
+    if role == CertRole::Client && eku.server_auth {
+        return Err(PkiError::UnexpectedUsage { role, usage: "serverAuth" });
     }
     Ok(())
 }

@@ -114,7 +114,7 @@ impl Cluster {
         let signer = PrivateKeySigner::from_bytes(&key.secret().into()).context("signing key")?;
         let provider = ProviderBuilder::new()
             .wallet(EthereumWallet::from(signer))
-            .connect_http(self.endpoints(via)?.http.parse()?);
+            .connect_client(crate::rpc_client(self.endpoints(via)?.http.parse()?));
         let request = TransactionRequest::default().with_to(to).with_input(call.abi_encode());
         let pending = tokio::time::timeout(REQUEST_TIMEOUT, provider.send_transaction(request))
             .await

@@ -417,7 +417,7 @@ impl Cluster {
     pub async fn engine_metrics(&self, i: usize) -> anyhow::Result<EngineMetrics> {
         let url = format!("{}/metrics", self.endpoints(i)?.metrics);
         let what = format!("metrics of node {i}");
-        let response = limited(&what, alloy::transports::http::reqwest::get(&url)).await?;
+        let response = limited(&what, crate::http_client().get(&url).send()).await?;
         let text = limited(&what, response.text()).await?;
         Ok(EngineMetrics::parse(&text))
     }
@@ -428,7 +428,7 @@ impl Cluster {
     pub async fn metric(&self, i: usize, sample: &str) -> anyhow::Result<f64> {
         let url = format!("{}/metrics", self.endpoints(i)?.metrics);
         let what = format!("metrics of node {i}");
-        let response = limited(&what, alloy::transports::http::reqwest::get(&url)).await?;
+        let response = limited(&what, crate::http_client().get(&url).send()).await?;
         let text = limited(&what, response.text()).await?;
         let value = text
             .lines()
@@ -445,7 +445,7 @@ impl Cluster {
             for &i in nodes {
                 let url = format!("{}/readyz", self.endpoints(i)?.metrics);
                 let response =
-                    limited(&format!("readiness of node {i}"), alloy::transports::http::reqwest::get(&url)).await?;
+                    limited(&format!("readiness of node {i}"), crate::http_client().get(&url).send()).await?;
                 if !response.status().is_success() {
                     return Ok(None);
                 }

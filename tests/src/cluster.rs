@@ -389,7 +389,7 @@ impl Cluster {
 
     /// A JSON-RPC client of node `i` (without fillers: reads and raw transactions).
     pub fn provider(&self, i: usize) -> anyhow::Result<RootProvider> {
-        Ok(RootProvider::new_http(self.endpoints(i)?.http.parse()?))
+        Ok(RootProvider::new(crate::rpc_client(self.endpoints(i)?.http.parse()?)))
     }
 
     /// Whether node `i` is running and not paused.

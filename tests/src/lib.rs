@@ -48,6 +48,29 @@ pub(crate) fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The one HTTP client for every plain JSON-RPC, metrics and probe request of the tests. Each
+/// reqwest client built with its defaults loads the platform's root certificates (reqwest has TLS
+/// here for the mutual-TLS tests), which in a debug build takes long enough to slow tests that
+/// read many blocks to a crawl; this one trusts no roots and speaks plain HTTP only.
+pub fn http_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            install_tls_provider();
+            reqwest::Client::builder()
+                .tls_certs_only(Vec::new())
+                .build()
+                .unwrap_or_else(|e| panic!("a plain HTTP client always builds: {e}"))
+        })
+        .clone()
+}
+
+/// A JSON-RPC client of `url` over [`http_client`]; give it to
+/// `ProviderBuilder::connect_client` or `RootProvider::new`.
+pub fn rpc_client(url: reqwest::Url) -> alloy::rpc::client::RpcClient {
+    alloy::rpc::client::RpcClient::new_http_with_client(http_client(), url)
+}
+
 /// Path of the `bcos-node` binary.
 pub fn node_binary() -> anyhow::Result<PathBuf> {
     if let Ok(path) = std::env::var("BCOS_NODE_BIN") {

@@ -117,7 +117,7 @@ impl Load {
         let owner = PrivateKeySigner::from_slice(&accounts[0].secret())?;
         let provider = ProviderBuilder::new()
             .wallet(EthereumWallet::from(owner))
-            .connect_http(cluster.endpoints(setup_via)?.http.parse()?);
+            .connect_client(crate::rpc_client(cluster.endpoints(setup_via)?.http.parse()?));
         let token = ERC20::deploy(&provider, "Load".into(), "LOD".into(), U256::from(1_000_000_000_000u64)).await?;
         let senders: Vec<AccountKey> = accounts.into_iter().skip(1).take(SENDERS).collect();
         let mut last = None;
@@ -300,7 +300,9 @@ async fn run(shared: Arc<Shared>, senders: Vec<AccountKey>, token: Address, reci
         let provider = match providers.get(url) {
             Some(provider) => provider.clone(),
             None => match url.parse() {
-                Ok(parsed) => providers.entry(url.clone()).or_insert_with(|| RootProvider::new_http(parsed)).clone(),
+                Ok(parsed) => {
+                    providers.entry(url.clone()).or_insert_with(|| RootProvider::new(crate::rpc_client(parsed))).clone()
+                }
                 Err(_) => continue,
             },
         };

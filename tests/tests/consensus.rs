@@ -21,7 +21,7 @@ async fn same_chain_on_every_node(consensus: &str, nodes: u16) -> anyhow::Result
     assert_eq!(devnet.all_endpoints().len(), usize::from(nodes));
     let first = ProviderBuilder::new()
         .wallet(EthereumWallet::from(PrivateKeySigner::random()))
-        .connect_http(devnet.endpoints().http.parse()?);
+        .connect_client(bcos_tests::rpc_client(devnet.endpoints().http.parse()?));
     let token = ERC20::deploy(&first, "Shared".into(), "SHR".into(), U256::from(1_000u64)).await?;
     let receipt = token.transfer(Address::repeat_byte(9), U256::from(10)).send().await?.get_receipt().await?;
     assert!(receipt.status());
@@ -29,7 +29,7 @@ async fn same_chain_on_every_node(consensus: &str, nodes: u16) -> anyhow::Result
     let hash = receipt.block_hash.expect("mined");
 
     for endpoints in devnet.all_endpoints() {
-        let provider = ProviderBuilder::new().connect_http(endpoints.http.parse()?);
+        let provider = ProviderBuilder::new().connect_client(bcos_tests::rpc_client(endpoints.http.parse()?));
         let block = wait_for("the block on every node", Duration::from_secs(60), || async {
             Ok(provider.get_block_by_number(number.into()).await?)
         })

@@ -24,7 +24,8 @@ async fn sigkill_mid_load_loses_no_acknowledged_transaction() -> anyhow::Result<
     let mut devnet = Devnet::start(&dir.path().join("chain"))?;
     let url: alloy::transports::http::reqwest::Url = devnet.endpoints().http.parse()?;
     let owner = PrivateKeySigner::random();
-    let provider = ProviderBuilder::new().wallet(EthereumWallet::from(owner.clone())).connect_http(url);
+    let provider =
+        ProviderBuilder::new().wallet(EthereumWallet::from(owner.clone())).connect_client(bcos_tests::rpc_client(url));
     let token = ERC20::deploy(&provider, "Crash".into(), "CRS".into(), U256::from(1_000_000_000u64)).await?;
     let token_address = *token.address();
 
@@ -74,7 +75,7 @@ async fn sigkill_mid_load_loses_no_acknowledged_transaction() -> anyhow::Result<
 
     devnet.restart()?;
     let url: alloy::transports::http::reqwest::Url = devnet.endpoints().http.parse()?;
-    let provider = ProviderBuilder::new().connect_http(url);
+    let provider = ProviderBuilder::new().connect_client(bcos_tests::rpc_client(url));
     let same_block = provider.get_block_by_number(head_before.into()).await?.expect("block survives");
     assert_eq!(same_block.header.hash, block_before.header.hash);
     assert_eq!(same_block.header.state_root, block_before.header.state_root);

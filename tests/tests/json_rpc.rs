@@ -41,7 +41,9 @@ async fn erc20_deploy_transfer_events_and_revert_reasons() -> anyhow::Result<()>
     let (_dir, devnet) = devnet()?;
     let owner = PrivateKeySigner::random();
     let owner_address = owner.address();
-    let provider = ProviderBuilder::new().wallet(EthereumWallet::from(owner)).connect_http(url(&devnet)?);
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(owner))
+        .connect_client(bcos_tests::rpc_client(url(&devnet)?));
     assert_eq!(provider.get_chain_id().await?, CHAIN_ID);
 
     let supply = U256::from(1_000_000u64);
@@ -104,7 +106,9 @@ async fn system_config_is_readable_and_changed_only_by_governance_from_the_next_
     let (_dir, devnet) = devnet()?;
     let admin = devnet.admin_key()?;
     let admin_signer = PrivateKeySigner::from_bytes(&admin.secret().into())?;
-    let admin_provider = ProviderBuilder::new().wallet(EthereumWallet::from(admin_signer)).connect_http(url(&devnet)?);
+    let admin_provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(admin_signer))
+        .connect_client(bcos_tests::rpc_client(url(&devnet)?));
     let config = ISystemConfig::new(SYSTEM_CONFIG_ADDRESS, &admin_provider);
     assert_eq!(config.blockIntervalMs().call().await?, 500);
     assert_eq!(config.consensusMode().call().await?, "pbft");
@@ -150,7 +154,7 @@ async fn system_config_is_readable_and_changed_only_by_governance_from_the_next_
 async fn a_permissioned_devnet_refuses_accounts_without_roles_and_serves_its_admin() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let devnet = Devnet::start_with(&dir.path().join("chain"), &["--permissions"])?;
-    let provider = ProviderBuilder::new().connect_http(url(&devnet)?);
+    let provider = ProviderBuilder::new().connect_client(bcos_tests::rpc_client(url(&devnet)?));
     let stranger = AccountKey::generate();
     let (code, message) = rejection(&provider, &signed(&stranger, 0, 21_000, Bytes::new(), CHAIN_ID)).await?;
     assert_eq!(code, -32017, "{message}");
@@ -158,7 +162,9 @@ async fn a_permissioned_devnet_refuses_accounts_without_roles_and_serves_its_adm
 
     // The admin holds every role: it deploys and transacts.
     let admin = PrivateKeySigner::from_bytes(&devnet.admin_key()?.secret().into())?;
-    let admin_provider = ProviderBuilder::new().wallet(EthereumWallet::from(admin)).connect_http(url(&devnet)?);
+    let admin_provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(admin))
+        .connect_client(bcos_tests::rpc_client(url(&devnet)?));
     let token = ERC20::deploy(&admin_provider, "Bank Token".into(), "BNK".into(), U256::from(10)).await?;
     let receipt = token.transfer(stranger.address(), U256::from(1)).send().await?.get_receipt().await?;
     assert!(receipt.status());
@@ -180,7 +186,7 @@ fn signed(key: &AccountKey, nonce: u64, gas_limit: u64, input: Bytes, chain_id: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_transaction_rejection_has_its_own_code() -> anyhow::Result<()> {
     let (_dir, devnet) = devnet()?;
-    let provider = ProviderBuilder::new().connect_http(url(&devnet)?);
+    let provider = ProviderBuilder::new().connect_client(bcos_tests::rpc_client(url(&devnet)?));
     let key = AccountKey::generate();
 
     let cases: Vec<(&str, Bytes, i64, &str)> = vec![
@@ -258,7 +264,7 @@ async fn a_full_pool_and_a_busy_sender_are_refused() -> anyhow::Result<()> {
     assert_ne!(limited, config, "node.yaml layout changed: {config}");
     std::fs::write(&node_file, limited)?;
     devnet.restart()?;
-    let provider = ProviderBuilder::new().connect_http(url(&devnet)?);
+    let provider = ProviderBuilder::new().connect_client(bcos_tests::rpc_client(url(&devnet)?));
 
     // Future nonces stay pooled, so the limits are reached deterministically.
     let busy = AccountKey::generate();
@@ -280,7 +286,7 @@ async fn a_full_pool_and_a_busy_sender_are_refused() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_carry_a_verifiable_certificate_and_metrics_follow_the_chain() -> anyhow::Result<()> {
     let (_dir, devnet) = devnet()?;
-    let provider = ProviderBuilder::new().connect_http(url(&devnet)?);
+    let provider = ProviderBuilder::new().connect_client(bcos_tests::rpc_client(url(&devnet)?));
     let key = AccountKey::generate();
     let mut hashes = Vec::new();
     for nonce in 0..5 {
@@ -305,7 +311,7 @@ async fn blocks_carry_a_verifiable_certificate_and_metrics_follow_the_chain() ->
     assert_eq!(block.header.extra_data.as_ref(), node_id.as_slice(), "extraData names the proposer");
 
     // Prometheus metrics and probes report the same chain.
-    let http = alloy::transports::http::reqwest::Client::new();
+    let http = bcos_tests::http_client();
     let metrics_url = devnet.endpoints().metrics.clone();
     let metrics = http.get(format!("{metrics_url}/metrics")).send().await?.text().await?;
     let value = |name: &str| -> Option<f64> {
@@ -324,8 +330,9 @@ async fn blocks_carry_a_verifiable_certificate_and_metrics_follow_the_chain() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_filters_report_new_blocks_and_logs_once() -> anyhow::Result<()> {
     let (_dir, devnet) = devnet()?;
-    let provider =
-        ProviderBuilder::new().wallet(EthereumWallet::from(PrivateKeySigner::random())).connect_http(url(&devnet)?);
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(PrivateKeySigner::random()))
+        .connect_client(bcos_tests::rpc_client(url(&devnet)?));
     let token = ERC20::deploy(&provider, "Filter".into(), "FLT".into(), U256::from(1_000u64)).await?;
     let block_filter = provider.new_block_filter().await?;
     let log_filter = provider
@@ -353,7 +360,7 @@ async fn polling_filters_report_new_blocks_and_logs_once() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_errors_and_the_node_carries_on() -> anyhow::Result<()> {
     let (_dir, devnet) = devnet()?;
-    let http = alloy::transports::http::reqwest::Client::new();
+    let http = bcos_tests::http_client();
     let endpoint = devnet.endpoints().http.clone();
     let post = |body: String| {
         let request = http.post(&endpoint).header("content-type", "application/json").body(body);
@@ -383,7 +390,7 @@ async fn malformed_requests_get_errors_and_the_node_carries_on() -> anyhow::Resu
         Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
     }
 
-    let provider = ProviderBuilder::new().connect_http(url(&devnet)?);
+    let provider = ProviderBuilder::new().connect_client(bcos_tests::rpc_client(url(&devnet)?));
     assert_eq!(provider.get_chain_id().await?, CHAIN_ID, "still serving");
     Ok(())
 }

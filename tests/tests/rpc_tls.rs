@@ -99,7 +99,8 @@ fn provider(url: &str, root: &IssuedCert, identity: Option<&ClientIdentity>) -> 
 
 /// The node's count of failed handshakes for `reason`, from its metrics endpoint.
 async fn failures(node: &SoloNode, reason: &str) -> anyhow::Result<u64> {
-    let text = reqwest::get(format!("{}/metrics", node.endpoints().metrics)).await?.text().await?;
+    let text =
+        bcos_tests::http_client().get(format!("{}/metrics", node.endpoints().metrics)).send().await?.text().await?;
     let series = format!("bcos_rpc_tls_handshake_failures_total{{reason=\"{reason}\"}} ");
     Ok(text.lines().find_map(|line| line.strip_prefix(&series)).and_then(|n| n.trim().parse().ok()).unwrap_or(0))
 }
@@ -160,7 +161,7 @@ async fn tls_without_client_certificates_serves_clients_that_trust_the_chain_ca(
     provider(&url, pki.ca.cert(), Some(&client_identity(&pki.member, valid())?))?.get_block_number().await?;
 
     // Plain HTTP to the TLS port gets no answer.
-    let plain: RootProvider = RootProvider::new_http(url.replace("https://", "http://").parse()?);
+    let plain: RootProvider = RootProvider::new(bcos_tests::rpc_client(url.replace("https://", "http://").parse()?));
     assert!(plain.get_block_number().await.is_err());
     wait_for("a protocol failure", TIMEOUT, || async { Ok((failures(&node, "protocol").await? > 0).then_some(())) })
         .await?;

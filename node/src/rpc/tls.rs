@@ -208,7 +208,7 @@ fn certificate_error(error: PkiError) -> CertificateError {
         PkiError::Revoked { .. } => CertificateError::Revoked,
         PkiError::BadSignature { .. } => CertificateError::BadSignature,
         PkiError::IssuerMismatch { .. } => CertificateError::UnknownIssuer,
-        PkiError::KeyUsage { .. } => CertificateError::InvalidPurpose,
+        PkiError::KeyUsage { .. } | PkiError::UnexpectedUsage { .. } => CertificateError::InvalidPurpose,
         other => CertificateError::Other(rustls::OtherError(Arc::new(other))),
     }
 }

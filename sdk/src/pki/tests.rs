@@ -126,6 +126,12 @@ fn client_chain_verifies_and_is_not_a_node() {
     assert_eq!(verified.member(), &member());
     // A client certificate lacks serverAuth and does not name a node.
     assert!(matches!(verify(&f.ca, &chain), Err(PkiError::KeyUsage { role: CertRole::Node, usage: "serverAuth" })));
+    // Nor is a node certificate a client certificate, though it carries clientAuth for p2p.
+    let node_chain = [f.member.cert().der(), f.node.der()];
+    assert!(matches!(
+        verify_client_chain(f.ca.cert().der(), &node_chain, SystemTime::now(), &NoRevocation),
+        Err(PkiError::UnexpectedUsage { role: CertRole::Client, usage: "serverAuth" })
+    ));
 }
 
 #[test]
