@@ -8,7 +8,7 @@
 //! # Ok(()) }
 //! ```
 
-use alloy_primitives::{B256, Bytes};
+use alloy_primitives::{Address, B256, Bytes};
 use tonic::transport::Channel;
 
 use crate::proto::{self, node_client::NodeClient as RawClient};
@@ -47,6 +47,12 @@ impl NodeClient {
     /// The node's status.
     pub async fn status(&mut self) -> Result<proto::NodeStatus, ClientError> {
         Ok(self.inner.get_status(proto::StatusRequest {}).await?.into_inner())
+    }
+
+    /// An account in the node's latest state (nonce 0 and balance 0 for one never written).
+    pub async fn account(&mut self, address: Address) -> Result<proto::Account, ClientError> {
+        let request = proto::AccountRequest { address: address.to_vec() };
+        Ok(self.inner.get_account(request).await?.into_inner())
     }
 
     /// Submits a signed transaction; returns its hash once the node's pool admitted it.

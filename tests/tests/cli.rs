@@ -1,9 +1,21 @@
 //! The node binary refuses missing and invalid configuration with a message naming the file and
-//! the field, and exits non-zero instead of panicking.
+//! the field, and exits non-zero instead of panicking; its `ca` commands issue, verify and revoke
+//! certificates.
 
-use std::process::Command;
+use std::{ffi::OsStr, path::Path, process::Command};
 
-use bcos_tests::node_binary;
+use alloy::{
+    network::TransactionBuilder,
+    providers::{Provider, ProviderBuilder},
+    rpc::types::TransactionRequest,
+    sol_types::SolCall,
+};
+use bcos_sdk::{
+    crypto::AccountKey,
+    pki::{CertRole, IssuedCert},
+    types::system::{CERT_REVOCATION_ADDRESS, ICertRevocation},
+};
+use bcos_tests::{Devnet, free_port_range, node_binary};
 
 fn run(config: &std::path::Path) -> anyhow::Result<(bool, String)> {
     let output = Command::new(node_binary()?).args(["run", "--config"]).arg(config).output()?;
@@ -141,5 +153,48 @@ fn ca_server_writes_a_tls_identity_for_rpc_tls_and_never_overwrites_it() -> anyh
     refused(run(&["ca", "server", "--dns", "bad_name"], &[("--member-dir", "bank1"), ("--out", "bad")])?, "bad_name");
     refused(run(&["ca", "server", "--ip", "300.1.1.1"], &[("--member-dir", "bank1"), ("--out", "bad")])?, "--ip");
     assert!(!dir.path().join("bad/server.key").exists());
+    Ok(())
+}
+
+/// Whether the revocation list in the latest state of the node serving JSON-RPC at `http` holds
+/// `serial`.
+async fn is_revoked(http: &str, serial: &[u8]) -> anyhow::Result<bool> {
+    let provider = ProviderBuilder::new().connect_http(http.parse()?);
+    let call = ICertRevocation::isRevokedCall { serial: serial.to_vec().into() };
+    let request = TransactionRequest::default().with_to(CERT_REVOCATION_ADDRESS).with_input(call.abi_encode());
+    Ok(ICertRevocation::isRevokedCall::abi_decode_returns(&provider.call(request).await?)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_revoke_proposes_a_revocation_that_the_committee_runs_at_once() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // Node 1 is an observer, so revoking it leaves node 0 committing blocks alone.
+    let p2p = free_port_range(2)?.to_string();
+    let devnet =
+        Devnet::start_with(&dir.path().join("devnet"), &["--nodes", "1", "--observers", "1", "--p2p-port", &p2p])?;
+    let cert = devnet.dir().join("node1/node.crt");
+    let serial = IssuedCert::load(&cert, CertRole::Node)?.serial().clone();
+    let stranger = dir.path().join("stranger.key");
+    AccountKey::generate().save_new(&stranger)?;
+    let revoke = |grpc: &str, key: &Path| {
+        let args = ["ca", "revoke", "--reason", "key compromised", "--grpc", grpc].map(OsStr::new);
+        let files = [OsStr::new("--cert"), cert.as_os_str(), OsStr::new("--key"), key.as_os_str()];
+        node(&args.into_iter().chain(files).collect::<Vec<_>>())
+    };
+    let grpc = devnet.endpoints().grpc.clone();
+    let http = devnet.endpoints().http.clone();
+    let admin_key = devnet.dir().join("admin.key");
+
+    // The CLI runs as a child process, so blocking this test's thread on it holds up nothing.
+    let (done, _, stderr) = revoke("http://127.0.0.1:1", &stranger)?;
+    assert!(!done && stderr.contains("connecting") && !stderr.contains("panicked"), "{stderr}");
+    let (done, _, stderr) = revoke(&grpc, &stranger)?;
+    assert!(!done && stderr.contains("is not a committee member") && !stderr.contains("panicked"), "{stderr}");
+    assert!(!is_revoked(&http, serial.as_bytes()).await?);
+
+    let (done, stdout, stderr) = revoke(&grpc, &admin_key)?;
+    assert!(done, "{stderr}");
+    assert!(stdout.contains(&format!("serial {serial} revoked: proposal 1 executed")), "{stdout}");
+    assert!(is_revoked(&http, serial.as_bytes()).await?);
     Ok(())
 }

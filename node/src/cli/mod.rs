@@ -35,7 +35,7 @@ pub enum Command {
     /// Start a local chain with generated keys and genesis; rerun on the same --dir to resume it.
     Devnet(devnet::DevnetArgs),
     /// The chain's certificate authority: create it, issue member CAs, node, client and server
-    /// certificates, and verify a node's chain.
+    /// certificates, verify a node's chain, and revoke a certificate on chain.
     #[command(subcommand)]
     Ca(ca::CaCommand),
     /// Create a key file (mode 0600; never overwrites).
@@ -60,7 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Devnet(args) => devnet::run(args).await,
-        Command::Ca(command) => ca::run(command),
+        Command::Ca(command) => ca::run(command).await,
         Command::Keygen { out, account } => {
             if account {
                 let key = AccountKey::generate();

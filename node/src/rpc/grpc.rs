@@ -11,13 +11,16 @@
 //! A subscriber too slow for the chain's event buffer skips to the newest blocks instead of being
 //! dropped; the stream ends when the client goes away or the server shuts down.
 //!
+//! `GetAccount` reads the latest committed state, like `Call`; an account never written answers
+//! as nonce 0, balance 0 and the hash of empty code.
+//!
 //! Every call is counted in [`crate::metrics::RpcMetrics`] with `api="grpc"` and the gRPC method
 //! name: calls, error answers and latency.
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use alloy_eips::eip2718::Encodable2718;
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{Address, B256, KECCAK256_EMPTY, U256};
 
 use bcos_sdk::{
     proto::{self, get_block_request::Id, node_server::NodeServer},
@@ -32,7 +35,7 @@ use super::NodeApi;
 use crate::{
     chain::{ChainError, CommittedBlock},
     executor::{CallError, CallOutcome, CallRequest, decode_revert},
-    storage::{BlockReader, StorageError, StoredTx, TxLocation},
+    storage::{AccountState, BlockReader, StateReader, StorageError, StoredTx, TxLocation},
     txpool::{PoolError, PoolErrorKind},
 };
 
@@ -206,6 +209,20 @@ impl GrpcService {
             txpool_size: status.txpool_size,
         })
     }
+
+    fn get_account(&self, request: proto::AccountRequest) -> Result<proto::Account, Status> {
+        let address = parse_address(&request.address, "address")?;
+        let account = self.api.chain.store().account(&address).map_err(storage_status)?.unwrap_or(AccountState {
+            nonce: 0,
+            balance: U256::ZERO,
+            code_hash: KECCAK256_EMPTY,
+        });
+        Ok(proto::Account {
+            nonce: account.nonce,
+            balance: account.balance.to_be_bytes::<32>().to_vec(),
+            code_hash: account.code_hash.to_vec(),
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -247,6 +264,10 @@ impl proto::node_server::Node for GrpcService {
 
     async fn get_status(&self, _request: Request<proto::StatusRequest>) -> Result<Response<proto::NodeStatus>, Status> {
         self.observe("GetStatus", async { self.get_status() }).await
+    }
+
+    async fn get_account(&self, request: Request<proto::AccountRequest>) -> Result<Response<proto::Account>, Status> {
+        self.observe("GetAccount", async { self.get_account(request.into_inner()) }).await
     }
 }
 
@@ -743,6 +764,35 @@ mod tests {
         node.stop().await;
         let end = tokio::time::timeout(Duration::from_secs(10), headers.message()).await.expect("stream ends in time");
         assert!(matches!(end, Ok(None) | Err(_)), "stream still open: {end:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_accounts_from_the_latest_state() {
+        let node = TestNode::start().await;
+        let mut client = node.client().await;
+        let mut raw = node.raw_client().await;
+        let sender = AccountKey::generate();
+
+        let unknown = client.account(sender.address()).await.expect("unknown account");
+        assert_eq!(unknown.nonce, 0);
+        assert_eq!(unknown.balance, vec![0; 32]);
+        assert_eq!(unknown.code_hash, KECCAK256_EMPTY.to_vec());
+        // A system contract is an account with code, written in genesis.
+        let governance = client.account(bcos_sdk::types::system::GOVERNANCE_ADDRESS).await.expect("governance");
+        assert_eq!(governance.nonce, 1);
+        assert_ne!(governance.code_hash, KECCAK256_EMPTY.to_vec());
+
+        // Pending transactions do not count: the nonce moves when the block commits.
+        client.send_raw_transaction(transfer(&sender, 0)).await.expect("admitted");
+        assert_eq!(client.account(sender.address()).await.expect("account").nonce, 0);
+        node.commit_block();
+        assert_eq!(client.account(sender.address()).await.expect("account").nonce, 1);
+
+        for address in [vec![], vec![0x11; 19], vec![0x11; 21]] {
+            assert_eq!(raw_code(raw.get_account(proto::AccountRequest { address }).await), Code::InvalidArgument);
+        }
+        assert_eq!(node.count("GetAccount"), (7, 3));
+        node.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
