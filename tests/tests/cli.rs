@@ -159,7 +159,7 @@ fn ca_server_writes_a_tls_identity_for_rpc_tls_and_never_overwrites_it() -> anyh
 /// Whether the revocation list in the latest state of the node serving JSON-RPC at `http` holds
 /// `serial`.
 async fn is_revoked(http: &str, serial: &[u8]) -> anyhow::Result<bool> {
-    let provider = ProviderBuilder::new().connect_http(http.parse()?);
+    let provider = ProviderBuilder::new().connect_client(bcos_tests::rpc_client(http.parse()?));
     let call = ICertRevocation::isRevokedCall { serial: serial.to_vec().into() };
     let request = TransactionRequest::default().with_to(CERT_REVOCATION_ADDRESS).with_input(call.abi_encode());
     Ok(ICertRevocation::isRevokedCall::abi_decode_returns(&provider.call(request).await?)?)
