@@ -1038,14 +1038,7 @@ fn check_chain_links(certs: &[IssuedCert], roles: &[CertRole]) -> Result<B256> {
 
 fn check_server_leaf(cert: &X509Certificate<'_>) -> Result<()> {
     let role = CertRole::Server;
-    let constraints = cert.basic_constraints().map_err(|e| PkiError::Malformed { role, reason: e.to_string() })?;
-    if constraints.is_some_and(|c| c.value.ca) {
-        return Err(PkiError::UnexpectedCa { role });
-    }
-    let usage = cert.key_usage().map_err(|e| PkiError::Malformed { role, reason: e.to_string() })?;
-    if !usage.is_some_and(|u| u.value.digital_signature()) {
-        return Err(PkiError::KeyUsage { role, usage: "digitalSignature" });
-    }
+    check_signing_leaf(cert, role)?;
     let eku = cert.extended_key_usage().map_err(|e| PkiError::Malformed { role, reason: e.to_string() })?;
     if !eku.is_some_and(|e| e.value.server_auth) {
         return Err(PkiError::KeyUsage { role, usage: "serverAuth" });
@@ -1206,7 +1199,8 @@ fn check_ca(cert: &X509Certificate<'_>, below: u32, role: CertRole) -> Result<()
     Ok(())
 }
 
-fn check_end_entity(cert: &X509Certificate<'_>, role: CertRole) -> Result<()> {
+/// An end-entity certificate (not a CA) whose key may sign (digitalSignature).
+fn check_signing_leaf(cert: &X509Certificate<'_>, role: CertRole) -> Result<()> {
     let constraints = cert.basic_constraints().map_err(|e| PkiError::Malformed { role, reason: e.to_string() })?;
     if constraints.is_some_and(|c| c.value.ca) {
         return Err(PkiError::UnexpectedCa { role });
@@ -1215,6 +1209,11 @@ fn check_end_entity(cert: &X509Certificate<'_>, role: CertRole) -> Result<()> {
     if !usage.is_some_and(|u| u.value.digital_signature()) {
         return Err(PkiError::KeyUsage { role, usage: "digitalSignature" });
     }
+    Ok(())
+}
+
+fn check_end_entity(cert: &X509Certificate<'_>, role: CertRole) -> Result<()> {
+    check_signing_leaf(cert, role)?;
     let eku =
         cert.extended_key_usage().map_err(|e| PkiError::Malformed { role, reason: e.to_string() })?.map(|e| e.value);
     let Some(eku) = eku else { return Err(PkiError::KeyUsage { role, usage: "clientAuth" }) };

@@ -62,18 +62,20 @@ fn node(args: &[&std::ffi::OsStr]) -> anyhow::Result<(bool, String, String)> {
     ))
 }
 
+/// Runs `bcos-node args...` followed by each `(flag, file)` pair, the files taken in `dir`.
+fn run_in(dir: &std::path::Path, args: &[&str], paths: &[(&str, &str)]) -> anyhow::Result<(bool, String, String)> {
+    let mut all: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    for (flag, name) in paths {
+        all.push(flag.into());
+        all.push(dir.join(name).into_os_string());
+    }
+    node(&all.iter().map(|a| a.as_os_str()).collect::<Vec<_>>())
+}
+
 #[test]
 fn the_ca_commands_issue_a_chain_that_verifies_and_refuse_what_does_not() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let path = |name: &str| dir.path().join(name).into_os_string();
-    let run = |args: &[&str], paths: &[(&str, &str)]| -> anyhow::Result<(bool, String, String)> {
-        let mut all: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
-        for (flag, name) in paths {
-            all.push(flag.into());
-            all.push(path(name));
-        }
-        node(&all.iter().map(|a| a.as_os_str()).collect::<Vec<_>>())
-    };
+    let run = |args: &[&str], paths: &[(&str, &str)]| run_in(dir.path(), args, paths);
     let ok = |result: (bool, String, String)| {
         assert!(result.0, "stdout: {} stderr: {}", result.1, result.2);
         result.1
@@ -110,15 +112,7 @@ fn the_ca_commands_issue_a_chain_that_verifies_and_refuse_what_does_not() -> any
 #[test]
 fn ca_server_writes_a_tls_identity_for_rpc_tls_and_never_overwrites_it() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let path = |name: &str| dir.path().join(name).into_os_string();
-    let run = |args: &[&str], paths: &[(&str, &str)]| -> anyhow::Result<(bool, String, String)> {
-        let mut all: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
-        for (flag, name) in paths {
-            all.push(flag.into());
-            all.push(path(name));
-        }
-        node(&all.iter().map(|a| a.as_os_str()).collect::<Vec<_>>())
-    };
+    let run = |args: &[&str], paths: &[(&str, &str)]| run_in(dir.path(), args, paths);
     let refused = |result: (bool, String, String), expected: &str| {
         assert!(!result.0 && result.2.contains(expected) && !result.2.contains("panicked"), "{}", result.2);
     };
