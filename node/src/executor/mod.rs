@@ -302,6 +302,9 @@ impl Executor {
         let mut evm = self.evm(StoreDb { state, blocks }, input, NonceCheck::Enforce);
         let mut block = ExecutedBlock::default();
         let mut changes = BlockChanges::default();
+        // Permission slots read so far in this block; forgotten whenever a transaction changes
+        // the permissions contract, so most blocks read the switch once, not once per transaction.
+        let mut permission_slots: HashMap<U256, U256> = HashMap::new();
         for tx in txs {
             if block.gas_used.saturating_add(tx.gas_limit()) > input.gas_limit {
                 break;
@@ -310,7 +313,12 @@ impl Executor {
             // even earlier in this block.
             let db = evm.ctx.db_ref();
             let permitted = permissions::check_transaction(tx.sender(), tx.envelope().kind(), |slot| {
-                db.storage_ref(PERMISSIONS_ADDRESS, slot)
+                if let Some(value) = permission_slots.get(&slot) {
+                    return Ok(*value);
+                }
+                let value: U256 = db.storage_ref(PERMISSIONS_ADDRESS, slot)?;
+                permission_slots.insert(slot, value);
+                Ok::<_, StorageError>(value)
             })?;
             if let Err(denied) = permitted {
                 block.rejected.push((tx.hash(), denied.to_string()));
@@ -336,6 +344,9 @@ impl Executor {
             let receipt = receipt_from(&outcome.result, tx.envelope().tx_type() as u8, block.gas_used);
             block.logs_bloom.accrue_bloom(&receipt.to_envelope().bloom());
             changes.absorb(&outcome.state);
+            if outcome.state.get(&PERMISSIONS_ADDRESS).is_some_and(|account| account.is_touched()) {
+                permission_slots.clear();
+            }
             evm.commit(outcome.state);
             block.receipts.push(receipt);
             block.included.push(tx);

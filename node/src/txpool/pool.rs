@@ -11,7 +11,7 @@ use std::{
 
 use alloy_consensus::Transaction;
 use alloy_eips::eip2930::AccessList;
-use alloy_primitives::{Address, B256, Bytes};
+use alloy_primitives::{Address, B256, Bytes, U256};
 use bcos_sdk::{
     config::TxPoolConfig,
     types::{RecoveredTx, system::PERMISSIONS_ADDRESS},
@@ -40,6 +40,11 @@ pub struct TxPool {
     block_gas_limit: AtomicU64,
     state: Arc<dyn StateReader>,
     journal: Arc<dyn ChainWriter>,
+    /// Permission slots read from committed state since the last commit: most chains never
+    /// enable permissions, and reading the switch once per block rather than per transaction
+    /// keeps admission cheap. A value read just before a commit may outlive it by one block;
+    /// execution checks permissions again, so that only delays a refusal.
+    permission_slots: Mutex<HashMap<U256, U256>>,
     inner: Mutex<Inner>,
     ready_changed: Notify,
     /// Raw transactions admitted from clients, for gossip to peers.
@@ -147,6 +152,7 @@ impl TxPool {
             block_gas_limit: AtomicU64::new(block_gas_limit),
             state,
             journal,
+            permission_slots: Mutex::default(),
             inner: Mutex::new(Inner::default()),
             ready_changed: Notify::new(),
             admitted: broadcast::channel(ADMITTED_CAPACITY).0,
@@ -272,7 +278,12 @@ impl TxPool {
     /// Whether the sender may send the transaction, by committed state.
     fn check_permission(&self, tx: RecoveredTx) -> Result<RecoveredTx, PoolError> {
         let permitted = permissions::check_transaction(tx.sender(), tx.envelope().kind(), |slot| {
-            self.state.storage(&PERMISSIONS_ADDRESS, &slot)
+            if let Some(value) = self.permission_slots.lock().get(&slot) {
+                return Ok(*value);
+            }
+            let value = self.state.storage(&PERMISSIONS_ADDRESS, &slot)?;
+            self.permission_slots.lock().insert(slot, value);
+            Ok(value)
         });
         match permitted {
             Ok(Ok(())) => Ok(tx),
@@ -512,6 +523,7 @@ impl TxPool {
     /// `included` lists each committed transaction's sender, nonce and hash.
     pub fn on_block_committed(&self, included: &[(Address, u64, B256)], block_gas_limit: u64) {
         self.block_gas_limit.store(block_gas_limit, Ordering::Relaxed);
+        self.permission_slots.lock().clear();
         let mut next_nonces: HashMap<Address, u64> = HashMap::new();
         for (sender, nonce, _) in included {
             let next = next_nonces.entry(*sender).or_default();
