@@ -7,9 +7,14 @@ pragma solidity ^0.8.0;
 /// agreed on, and its certificate checked, by the consensus nodes listed after block N.
 /// The governance contract (0x…1005, a committee proposal) may make every change; an account with
 /// the `chainOperator` role may add new nodes as observers and remove observers.
+/// A registered node may have a peer-to-peer address (`host:port`) that every node dials, besides
+/// the peers in its node.yaml; it is set by whoever may add the node in its current role.
 interface INodeRegistry {
-    /// Emitted on every change; `role` is `consensus`, `observer` or `removed`.
+    /// Emitted on every change of role; `role` is `consensus`, `observer` or `removed`.
     event NodeChanged(bytes32 indexed nodeId, string role);
+    /// Emitted when a node's peer-to-peer address is set or cleared (`p2pAddress` empty); not
+    /// when the node is removed, which removes its address too.
+    event NodeAddressChanged(bytes32 indexed nodeId, string p2pAddress);
 
     /// The consensus nodes in force for the next block.
     function consensusNodes() external view returns (bytes32[] memory);
@@ -23,4 +28,10 @@ interface INodeRegistry {
     /// Removes a node from the chain: the governance contract, or a chain operator for an
     /// observer. The last consensus node cannot be removed.
     function removeNode(bytes32 nodeId) external returns (int32);
+    /// Sets the peer-to-peer address of a registered node: `host:port`, with an IPv4 address, an
+    /// IPv6 address in brackets or a DNS name, and a port from 1 to 65535; the empty string clears
+    /// it. The governance contract, or a chain operator for an observer.
+    function setNodeAddress(bytes32 nodeId, string calldata p2pAddress) external returns (int32);
+    /// The peer-to-peer address of a node; empty when it has none or is not registered.
+    function nodeAddress(bytes32 nodeId) external view returns (string memory);
 }

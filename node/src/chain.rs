@@ -107,7 +107,10 @@ fn genesis_block(genesis: &Genesis) -> BlockWrite {
     system_slots.push((chain_slot("chain_id"), U256::from(genesis.chain_id)));
     let contracts = [
         (SYSTEM_CONFIG_ADDRESS, system_slots),
-        (NODE_REGISTRY_ADDRESS, registry::genesis_storage(&genesis.consensus_nodes, &genesis.observer_nodes)),
+        (
+            NODE_REGISTRY_ADDRESS,
+            registry::genesis_storage(&genesis.consensus_nodes, &genesis.observer_nodes, &genesis.node_addresses),
+        ),
         (PERMISSIONS_ADDRESS, permissions::genesis_storage(&genesis.permissions)),
         (GOVERNANCE_ADDRESS, governance::genesis_storage(&genesis.committee)),
     ];
@@ -227,6 +230,11 @@ impl Chain {
     /// The observer nodes in force for the next block.
     pub fn observer_nodes(&self) -> Result<Vec<B256>, ChainError> {
         Ok(registry::read_nodes(self.store.as_ref(), NodeRole::Observer)?)
+    }
+
+    /// The peer-to-peer address the registry keeps for each of `nodes` (`None`: none).
+    pub fn node_addresses(&self, nodes: &[B256]) -> Result<Vec<Option<String>>, ChainError> {
+        Ok(registry::read_addresses(self.store.as_ref(), nodes)?)
     }
 
     /// The latest committed header.

@@ -15,12 +15,12 @@ use tokio::{sync::watch, task::JoinSet};
 use crate::{
     chain::{Chain, ChainError, now_ms},
     consensus::{
-        driver::{Driver, Readiness, registered_nodes},
+        driver::{Driver, Readiness, registered_nodes, registered_peers},
         solo::SoloSealer,
         switch::ConsensusEngine,
     },
     metrics::{ChainMetrics, Health, PoolMetrics, RpcMetrics, RpcTlsMetrics},
-    network::{Blacklist, Certificates, Multiaddr, Network, NetworkConfig, tcp_multiaddr},
+    network::{Blacklist, Certificates, Multiaddr, Network, NetworkConfig, host_multiaddr, tcp_multiaddr},
     rpc::{
         NodeApi, eth, grpc,
         tls::{TlsError, TlsServer},
@@ -284,8 +284,10 @@ async fn start_consensus(
     let (network, events) = Network::start(network_config, key, registry)
         .await
         .map_err(|e| ServiceError::Io(std::io::Error::other(format!("p2p on {}: {e}", p2p.listen))))?;
-    let peers = registered_nodes(&chain)?.into_iter().map(|id| (id, None)).collect();
-    network.set_peers(peers).await.map_err(|e| ServiceError::Io(std::io::Error::other(e.to_string())))?;
+    network
+        .set_peers(registered_peers(&chain)?)
+        .await
+        .map_err(|e| ServiceError::Io(std::io::Error::other(e.to_string())))?;
     let config = chain.system_config();
     let validators = Validators::new(chain.consensus_nodes()?)
         .ok_or_else(|| ServiceError::Unsupported("no consensus nodes".into()))?;
@@ -331,12 +333,9 @@ fn restore_engine(engine: &mut ConsensusEngine, chain: &Chain) -> Result<(), Ser
 
 /// The libp2p address of a configured peer: IP addresses directly, other hosts by DNS.
 fn peer_multiaddr(peer: &PeerAddress) -> Result<Multiaddr, ServiceError> {
-    let invalid = || ServiceError::Unsupported(format!("peer address {:?} is not host:port", peer.address));
-    let (host, port) = peer.host_port().ok_or_else(invalid)?;
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => Ok(tcp_multiaddr((ip, port).into())),
-        Err(_) => format!("/dns/{host}/tcp/{port}").parse().map_err(|_| invalid()),
-    }
+    peer.host_port()
+        .and_then(|(host, port)| host_multiaddr(host, port))
+        .ok_or_else(|| ServiceError::Unsupported(format!("peer address {:?} is not host:port", peer.address)))
 }
 
 async fn wait_for(mut shutdown: watch::Receiver<bool>) {

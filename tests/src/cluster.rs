@@ -205,6 +205,7 @@ impl Cluster {
             },
             consensus_nodes: ids[..spec.nodes].to_vec(),
             observer_nodes: ids[spec.nodes..genesis_nodes].to_vec(),
+            node_addresses: Default::default(),
             ca_cert: Some(ca.cert().pem().to_owned()),
             committee: Committee {
                 members: committee.iter().map(AccountKey::address).collect(),

@@ -51,6 +51,7 @@ impl SoloNode {
             system_config: SystemConfig { block_interval_ms: 200, ..SystemConfig::default() },
             consensus_nodes: vec![key.node_id()],
             observer_nodes: Vec::new(),
+            node_addresses: Default::default(),
             ca_cert: spec.ca_cert,
             committee: Committee::single(Address::repeat_byte(0xad)),
             permissions: Default::default(),

@@ -145,6 +145,7 @@ fn create(args: &DevnetArgs) -> anyhow::Result<()> {
         },
         consensus_nodes: consensus_nodes.to_vec(),
         observer_nodes: observer_nodes.to_vec(),
+        node_addresses: Default::default(),
         ca_cert: Some(ca.cert().pem().to_owned()),
         committee: Committee::single(admin.address()),
         permissions,

@@ -19,7 +19,7 @@ use std::{
 
 use alloy_primitives::{B256, Bytes};
 use bcos_consensus::{BuildRequest, Commit, Engine, Proposal, Target, Validators};
-use bcos_sdk::{crypto::NodeKey, pki::RevocationList};
+use bcos_sdk::{config::parse_node_address, crypto::NodeKey, pki::RevocationList};
 use prometheus::Registry;
 use tokio::{
     sync::{broadcast, mpsc, watch},
@@ -33,7 +33,7 @@ use crate::{
         switch::{ConsensusEngine, ConsensusMessage},
     },
     metrics::ConsensusMetrics,
-    network::{NetworkEvent, NetworkHandle, NodeId},
+    network::{Multiaddr, NetworkEvent, NetworkHandle, NodeId, host_multiaddr},
     sync::{self, SyncRequest, SyncResponse},
     txpool::TxPool,
 };
@@ -96,8 +96,8 @@ pub struct Driver {
     network: NetworkHandle,
     node_id: NodeId,
     metrics: ConsensusMetrics,
-    /// The registry's nodes as last given to the network.
-    registered: Vec<NodeId>,
+    /// The registry's nodes and their addresses as last given to the network.
+    registered: Vec<(NodeId, Option<Multiaddr>)>,
     readiness: Arc<Readiness>,
     executed: HashMap<B256, ExecutedProposal>,
     build_request: Option<BuildRequest>,
@@ -122,6 +122,28 @@ pub fn registered_nodes(chain: &Chain) -> Result<Vec<NodeId>, ChainError> {
     Ok(nodes)
 }
 
+/// [`registered_nodes`] with the address the registry keeps for each, as the network dials it:
+/// what [`NetworkHandle::set_peers`] takes.
+pub fn registered_peers(chain: &Chain) -> Result<Vec<(NodeId, Option<Multiaddr>)>, ChainError> {
+    let nodes = registered_nodes(chain)?;
+    let addresses = chain.node_addresses(&nodes)?;
+    Ok(nodes
+        .into_iter()
+        .zip(addresses)
+        .map(|(node, address)| (node, address.and_then(|a| registry_multiaddr(&node, &a))))
+        .collect())
+}
+
+/// The multiaddr of an address from the registry, which checked it when it was set; one that
+/// does not convert (only a damaged state could hold it) leaves the node admitted but not dialed.
+fn registry_multiaddr(node: &NodeId, address: &str) -> Option<Multiaddr> {
+    let converted = parse_node_address(address).ok().and_then(|(host, port)| host_multiaddr(host, port));
+    if converted.is_none() {
+        tracing::warn!(target: "consensus", %node, address, "registry address cannot be dialed; ignored");
+    }
+    converted
+}
+
 /// The validator set in force for the block after the head.
 fn validators(chain: &Chain) -> Result<Validators, ChainError> {
     Validators::new(chain.consensus_nodes()?).ok_or(ChainError::MissingHead(0))
@@ -129,7 +151,7 @@ fn validators(chain: &Chain) -> Result<Validators, ChainError> {
 
 impl Driver {
     /// A driver for `engine`, which must start at the height after the chain's head. The
-    /// network must admit [`registered_nodes`] already.
+    /// network must have been given [`registered_peers`] already.
     pub fn new(
         engine: ConsensusEngine,
         chain: Arc<Chain>,
@@ -139,7 +161,7 @@ impl Driver {
         registry: &Registry,
     ) -> Result<Self, ChainError> {
         let (work_tx, work_rx) = mpsc::unbounded_channel();
-        let registered = registered_nodes(&chain)?;
+        let registered = registered_peers(&chain)?;
         let admitted = Some(pool.subscribe_admitted());
         let metrics = ConsensusMetrics::register(registry);
         show_engine(&metrics, &engine);
@@ -517,9 +539,10 @@ impl Driver {
         Ok(())
     }
 
-    /// Lets the network admit exactly the nodes the registry lists once it changes.
+    /// Lets the network admit exactly the nodes the registry lists, and dial those with an
+    /// address, once a node or an address changes.
     fn follow_registry(&mut self) -> Result<(), ChainError> {
-        let registered = registered_nodes(&self.chain)?;
+        let registered = registered_peers(&self.chain)?;
         if registered == self.registered {
             return Ok(());
         }
@@ -527,7 +550,7 @@ impl Driver {
         self.registered = registered.clone();
         let network = self.network.clone();
         tokio::spawn(async move {
-            if let Err(e) = network.set_peers(registered.into_iter().map(|id| (id, None)).collect()).await {
+            if let Err(e) = network.set_peers(registered).await {
                 tracing::warn!(target: "consensus", error = %e, "admitted peers not updated");
             }
         });

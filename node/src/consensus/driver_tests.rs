@@ -107,6 +107,9 @@ pub(super) struct ChainSpec {
     pub(super) strangers: Vec<NodeId>,
     /// Nodes node 0 refuses (its local blacklist).
     pub(super) blacklisted_by_first: Vec<NodeId>,
+    /// A node whose address the test gives no node, and which is given no addresses: nodes
+    /// admit it, but no one dials it and it dials no one.
+    pub(super) unaddressed: Option<usize>,
 }
 
 impl ChainSpec {
@@ -120,6 +123,7 @@ impl ChainSpec {
             outsider: None,
             strangers: Vec::new(),
             blacklisted_by_first: Vec::new(),
+            unaddressed: None,
         }
     }
 }
@@ -134,7 +138,7 @@ pub(super) struct StartedChain {
 
 /// Starts a chain whose nodes admit each other by certificate.
 pub(super) async fn start(spec: ChainSpec) -> StartedChain {
-    let ChainSpec { n, observers, mode, admin, outsider, strangers, blacklisted_by_first } = spec;
+    let ChainSpec { n, observers, mode, admin, outsider, strangers, blacklisted_by_first, unaddressed } = spec;
     let pki = TestPki::new();
     // Logs (RUST_LOG, default warnings) show in the output of a failed test.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
@@ -151,6 +155,7 @@ pub(super) async fn start(spec: ChainSpec) -> StartedChain {
         },
         consensus_nodes: keys[..n].iter().map(NodeKey::node_id).collect(),
         observer_nodes: keys[n..].iter().map(NodeKey::node_id).collect(),
+        node_addresses: Default::default(),
         ca_cert: Some(pki.ca.cert().pem().to_owned()),
         committee: Committee::single(admin),
         permissions: Default::default(),
@@ -182,8 +187,13 @@ pub(super) async fn start(spec: ChainSpec) -> StartedChain {
         nodes.push(TestNode { _dir: dir, id: key.node_id(), chain, pool, network, registry });
     }
     let addresses: Vec<_> = nodes.iter().map(|n| n.network.listen_addrs().first().cloned()).collect();
-    for node in &nodes {
-        let mut peers: Vec<_> = keys.iter().zip(&addresses).map(|(k, a)| (k.node_id(), a.clone())).collect();
+    for (index, node) in nodes.iter().enumerate() {
+        let mut peers: Vec<_> = (keys.iter().zip(&addresses).enumerate())
+            .map(|(peer, (k, a))| {
+                let hidden = unaddressed.is_some_and(|hidden| hidden == index || hidden == peer);
+                (k.node_id(), if hidden { None } else { a.clone() })
+            })
+            .collect();
         peers.extend(strangers.iter().map(|id| (*id, None)));
         node.network.set_peers(peers).await.expect("peers");
     }
@@ -445,5 +455,38 @@ async fn an_observer_follows_without_voting_then_joins_and_a_member_leaves() {
         assert!(voted.len() >= 3, "block {number}: {} votes", voted.len());
         assert!(!voted.contains(&leaving_id), "block {number} counts the removed member's vote");
     }
+    let _ = shutdown.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_known_only_by_its_registry_address_gets_dialed() {
+    let admin = AccountKey::generate();
+    let observer = 1;
+    let spec = ChainSpec {
+        observers: 1,
+        admin: admin.address(),
+        unaddressed: Some(observer),
+        ..ChainSpec::new(1, ConsensusMode::Pbft)
+    };
+    let StartedChain { nodes, shutdown, .. } = start(spec).await;
+    let (validator, observer) = (&nodes[0], &nodes[observer]);
+    assert!(validator.network.connected_peers().is_empty(), "no node has an address to dial");
+    let listen = observer.network.listen_addrs().first().cloned().expect("observer listens");
+    let port = listen
+        .iter()
+        .find_map(|protocol| match protocol {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a TCP listener");
+    let set = INodeRegistry::setNodeAddressCall { nodeId: observer.id, p2pAddress: format!("127.0.0.1:{port}") };
+    admin_call(validator, &admin, 0, NODE_REGISTRY_ADDRESS, set.abi_encode());
+    until("the validator dials the observer at its registry address", || {
+        validator.network.connected_peers().contains(&observer.id)
+    })
+    .await;
+    // Connected, the observer syncs the block that published its address.
+    let published = validator.chain.store().head_number();
+    until("the observer syncs", || observer.chain.store().head_number() >= published).await;
     let _ = shutdown.send(true);
 }

@@ -159,6 +159,7 @@ mod tests {
             system_config: SystemConfig::default(),
             consensus_nodes: vec![NodeKey::generate().node_id(), NodeKey::generate().node_id()],
             observer_nodes: Vec::new(),
+            node_addresses: Default::default(),
             ca_cert: None,
             committee: Committee::single(Address::repeat_byte(0xad)),
             permissions: Default::default(),

@@ -546,3 +546,99 @@ fn revocations_need_governance_and_the_node_reads_them_after_commit() {
     let log = audit_log(&f, f.admin.address()).expect("log");
     assert!(log.iter().any(|e| e.action == "revokeCertificate" && e.details == "serial 1234: key leaked"), "{log:?}");
 }
+
+#[test]
+fn node_addresses_are_set_by_whoever_may_add_the_node_and_leave_with_it() {
+    let (operator, stranger) = (AccountKey::generate(), AccountKey::generate());
+    let f = fixture_with(1, 1, permissions(false, &[(operator.address(), &[Role::ChainOperator])]));
+    let (observer, unregistered, validator) = (B256::repeat_byte(0xb1), B256::repeat_byte(0xee), f.consensus_node);
+    let registry = TxKind::Call(NODE_REGISTRY_ADDRESS);
+    use INodeRegistry::{addObserverNodeCall, nodeAddressCall, removeNodeCall, setNodeAddressCall};
+    let set = |node: B256, address: &str| setNodeAddressCall { nodeId: node, p2pAddress: address.into() };
+    let by_operator = |nonce: u64, call: setNodeAddressCall| signed(&operator, nonce, registry, 0, call.abi_encode());
+    // Longer than one 32-byte storage word, so replacing it with a shorter one clears a word.
+    let long = "observer-1.consortium-chain.example:30300";
+    let executed = execute_and_commit(
+        &f,
+        vec![
+            signed(&operator, 0, registry, 0, addObserverNodeCall { nodeId: observer }.abi_encode()),
+            by_operator(1, set(observer, long)),
+            by_operator(2, set(validator, "10.0.0.1:30300")),
+            signed(&stranger, 0, registry, 0, set(observer, "10.0.0.1:30300").abi_encode()),
+            by_operator(3, set(observer, "observer-1")),
+            by_operator(4, set(observer, "observer-1:0")),
+            by_operator(5, set(unregistered, "10.0.0.1:30300")),
+            by_operator(6, set(observer, long)),
+            propose(&f.admin, 0, NODE_REGISTRY_ADDRESS, set(validator, "[::1]:30300")),
+        ],
+    );
+    let committee_only = Some(format!(
+        "node registry: changing the consensus nodes needs a committee proposal; chain operator {} may only add and remove observers",
+        operator.address()
+    ));
+    assert_eq!(
+        reasons(&executed),
+        vec![
+            None,
+            None,
+            committee_only.clone(),
+            Some(format!(
+                "node registry: {} is neither the governance contract nor a chain operator",
+                stranger.address()
+            )),
+            Some(format!("node registry: address \"observer-1\" of {observer}: not host:port")),
+            Some(format!(
+                "node registry: address \"observer-1:0\" of {observer}: port \"0\" is not a number from 1 to 65535"
+            )),
+            Some(format!("node registry: {unregistered} is not registered")),
+            Some(format!("node registry: {observer} already has address {long}")),
+            None,
+        ]
+    );
+    assert_eq!(failure(&executed.receipts[8]), None, "the committee sets a consensus node's address");
+    let changed = events::<INodeRegistry::NodeAddressChanged>(&executed.receipts[1]);
+    assert_eq!((changed[0].nodeId, changed[0].p2pAddress.as_str()), (observer, long));
+    let addresses = f.chain().node_addresses(&[validator, observer, unregistered]).expect("read");
+    assert_eq!(addresses, vec![Some("[::1]:30300".to_owned()), Some(long.to_owned()), None]);
+    let read = |node| view(&f, Address::ZERO, NODE_REGISTRY_ADDRESS, nodeAddressCall { nodeId: node }).expect("view");
+    assert_eq!(read(observer), long);
+
+    let executed = execute_and_commit(
+        &f,
+        vec![
+            by_operator(7, set(observer, "10.0.0.2:30301")),
+            by_operator(8, set(validator, "")),
+            propose(&f.admin, 1, NODE_REGISTRY_ADDRESS, set(validator, "")),
+            propose(&f.admin, 2, NODE_REGISTRY_ADDRESS, set(validator, "")),
+        ],
+    );
+    assert_eq!(reasons(&executed)[..2], [None, committee_only]);
+    let failures: Vec<Option<String>> = executed.receipts[2..].iter().map(failure).collect();
+    assert_eq!(failures, vec![None, Some(format!("node registry: {validator} has no address to clear"))]);
+    assert_eq!(
+        f.chain().node_addresses(&[validator, observer]).expect("read"),
+        vec![None, Some("10.0.0.2:30301".into())]
+    );
+
+    // Removed, the node loses its address; added again, it has none until one is set.
+    execute_and_commit(&f, vec![signed(&operator, 9, registry, 0, removeNodeCall { nodeId: observer }.abi_encode())]);
+    assert_eq!(read(observer), "");
+    execute_and_commit(
+        &f,
+        vec![signed(&operator, 10, registry, 0, addObserverNodeCall { nodeId: observer }.abi_encode())],
+    );
+    assert_eq!(f.chain().node_addresses(&[observer]).expect("read"), vec![None]);
+
+    let log = audit_log(&f, f.admin.address()).expect("log");
+    let changes: Vec<(Address, String)> =
+        log.iter().filter(|e| e.action == "setNodeAddress").map(|e| (e.actor, e.details.clone())).collect();
+    assert_eq!(
+        changes,
+        vec![
+            (operator.address(), format!("node {observer}: address none -> {long}")),
+            (GOVERNANCE_ADDRESS, format!("node {validator}: address none -> [::1]:30300")),
+            (operator.address(), format!("node {observer}: address {long} -> 10.0.0.2:30301")),
+            (GOVERNANCE_ADDRESS, format!("node {validator}: address [::1]:30300 -> none")),
+        ]
+    );
+}

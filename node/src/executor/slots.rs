@@ -87,13 +87,55 @@ pub(super) fn write_blob<CTX: ContextTr>(
     if bytes.len() > MAX_BLOB {
         return Err(format!("a byte string of {} bytes exceeds {MAX_BLOB}", bytes.len()));
     }
-    sstore(context, address, slot, U256::from(bytes.len()))?;
+    for (slot, value) in blob_slots(slot, bytes) {
+        sstore(context, address, slot, value)?;
+    }
+    Ok(())
+}
+
+/// Zeroes a byte string written by [`write_blob`], length and content, so the slot may be written
+/// again and no stale chunk stays in state.
+pub(super) fn clear_blob<CTX: ContextTr>(context: &mut CTX, address: Address, slot: U256) -> Result<(), String> {
+    let len: usize = sload(context, address, slot)?.saturating_to();
+    if len > MAX_BLOB {
+        return Err(format!("corrupt storage of {address}: a byte string of {len} bytes"));
+    }
+    for index in 0..len.div_ceil(32) {
+        sstore(context, address, chunk_slot(slot, index), U256::ZERO)?;
+    }
+    sstore(context, address, slot, U256::ZERO)
+}
+
+/// Reads a byte string written by [`write_blob`] from committed state.
+pub(super) fn read_committed_blob(
+    state: &dyn StateReader,
+    address: Address,
+    slot: U256,
+) -> Result<Vec<u8>, StorageError> {
+    let len: usize = state.storage(&address, &slot)?.saturating_to();
+    if len > MAX_BLOB {
+        return Err(StorageError::Corrupt {
+            table: "state",
+            detail: format!("a byte string of {len} bytes at {address}"),
+        });
+    }
+    let mut bytes = Vec::with_capacity(len);
+    for index in 0..len.div_ceil(32) {
+        bytes.extend_from_slice(&state.storage(&address, &chunk_slot(slot, index))?.to_be_bytes::<32>());
+    }
+    bytes.truncate(len);
+    Ok(bytes)
+}
+
+/// The slots and values of a byte string as [`write_blob`] writes it (and genesis does).
+pub(super) fn blob_slots(slot: U256, bytes: &[u8]) -> Vec<(U256, U256)> {
+    let mut slots = vec![(slot, U256::from(bytes.len()))];
     for (index, chunk) in bytes.chunks(32).enumerate() {
         let mut word = [0u8; 32];
         word[..chunk.len()].copy_from_slice(chunk);
-        sstore(context, address, chunk_slot(slot, index), U256::from_be_bytes(word))?;
+        slots.push((chunk_slot(slot, index), U256::from_be_bytes(word)));
     }
-    Ok(())
+    slots
 }
 
 /// Text cut to `max` bytes on a character boundary, marked with an ellipsis when cut (reasons and

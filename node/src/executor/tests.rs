@@ -59,6 +59,7 @@ pub(super) fn fixture_with(members: usize, threshold: u32, permissions: Permissi
         system_config: SystemConfig::default(),
         consensus_nodes: vec![consensus_node],
         observer_nodes: Vec::new(),
+        node_addresses: Default::default(),
         ca_cert: None,
         committee: Committee { members: keys.iter().map(AccountKey::address).collect(), threshold },
         permissions,

@@ -204,6 +204,16 @@ pub fn tcp_multiaddr(addr: SocketAddr) -> Multiaddr {
     Multiaddr::from(addr.ip()).with(multiaddr::Protocol::Tcp(addr.port()))
 }
 
+/// The multiaddr of a `host:port` peer address already split (node.yaml's `p2p.peers`, the node
+/// registry): an IP address directly, any other host as a DNS name resolved when dialed. `None`
+/// when the host is not something a multiaddr can carry (a `/` in it).
+pub fn host_multiaddr(host: &str, port: u16) -> Option<Multiaddr> {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Some(tcp_multiaddr((ip, port).into())),
+        Err(_) => format!("/dns/{host}/tcp/{port}").parse().ok(),
+    }
+}
+
 /// Checks that `addr` is a TCP address of `node` (`/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>`,
 /// optionally ending in `/p2p/<peer id of node>`) and returns its peer id and the address
 /// without the `/p2p` suffix.
@@ -258,6 +268,14 @@ mod tests {
         assert!(matches!(dial_address(&node, &wrong), Err(NetworkError::InvalidAddress { .. })));
         assert!(matches!(dial_address(&node, &addr("/ip4/10.0.0.1/udp/1")), Err(NetworkError::InvalidAddress { .. })));
         assert!(matches!(dial_address(&node, &addr("/ip4/10.0.0.1")), Err(NetworkError::InvalidAddress { .. })));
+    }
+
+    #[test]
+    fn host_multiaddrs() {
+        assert_eq!(host_multiaddr("10.0.0.1", 30300), Some(addr("/ip4/10.0.0.1/tcp/30300")));
+        assert_eq!(host_multiaddr("::1", 1), Some(addr("/ip6/::1/tcp/1")));
+        assert_eq!(host_multiaddr("node-0.chain", 30300), Some(addr("/dns/node-0.chain/tcp/30300")));
+        assert_eq!(host_multiaddr("a/b", 1), None);
     }
 
     #[test]

@@ -72,7 +72,9 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use certificates::{ADMISSION_TIMEOUT, Certificates};
 pub use codec::FrameError;
-pub use config::{AllowedSetOnly, Blacklist, Limits, NetworkConfig, PeerPolicy, ProtocolLimits, tcp_multiaddr};
+pub use config::{
+    AllowedSetOnly, Blacklist, Limits, NetworkConfig, PeerPolicy, ProtocolLimits, host_multiaddr, tcp_multiaddr,
+};
 pub use error::{NetworkError, Result};
 pub use libp2p::Multiaddr;
 pub use protocol::Protocol;

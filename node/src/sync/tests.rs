@@ -22,6 +22,7 @@ fn source_and_fresh(key: &NodeKey, blocks: u64) -> (TestNode, TestNode) {
         system_config: SystemConfig::default(),
         consensus_nodes: vec![key.node_id()],
         observer_nodes: Vec::new(),
+        node_addresses: Default::default(),
         ca_cert: None,
         committee: Committee::single(Address::repeat_byte(0xad)),
         permissions: Default::default(),

@@ -7,7 +7,7 @@ use alloy_primitives::{Address, B256, Bytes, U256};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, FieldError, invalid, load_yaml, write_yaml};
+use super::{ConfigError, FieldError, invalid, load_yaml, parse_node_address, write_yaml};
 use crate::{
     pki::{CertRole, IssuedCert},
     types::system::Role,
@@ -257,6 +257,11 @@ pub struct Genesis {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<String>")]
     pub observer_nodes: Vec<B256>,
+    /// Peer-to-peer addresses (`host:port`) of nodes listed above, which every node dials;
+    /// later set and cleared through the node registry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub node_addresses: BTreeMap<B256, String>,
     /// The chain CA certificate (PEM) every node and SDK certificate must chain to. Without it
     /// peers are admitted by node id alone, which only in-process test chains do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -300,6 +305,17 @@ impl Genesis {
         }
         if let Some(dup) = self.observer_nodes.iter().find(|id| !seen.insert(**id)) {
             return Err(FieldError::new("observerNodes", format!("node {dup} is listed twice or is a consensus node")));
+        }
+        for (node, address) in &self.node_addresses {
+            if !seen.contains(node) {
+                return Err(FieldError::new(
+                    "nodeAddresses",
+                    format!("node {node} is neither a consensus nor an observer node"),
+                ));
+            }
+            parse_node_address(address).map_err(|reason| {
+                FieldError::new("nodeAddresses", format!("address {address:?} of node {node}: {reason}"))
+            })?;
         }
         self.committee.validate()?;
         self.permissions.validate()?;
@@ -377,6 +393,22 @@ alloc:
             err,
             format!("genesis.yaml: observerNodes: node {consensus} is listed twice or is a consensus node")
         );
+    }
+
+    #[test]
+    fn node_addresses_belong_to_listed_nodes_and_are_host_port() {
+        let consensus = "0x0101010101010101010101010101010101010101010101010101010101010101";
+        let stranger = "0x0303030303030303030303030303030303030303030303030303030303030303";
+        let with = |map: &str| VALID.replace("committee:", &format!("nodeAddresses: {{{map}}}\ncommittee:"));
+        let genesis = parse(&with(&format!("\"{consensus}\": \"node-0.chain:30300\""))).expect("valid");
+        assert_eq!(genesis.node_addresses, [(B256::repeat_byte(1), "node-0.chain:30300".to_owned())].into());
+        let err = parse(&with(&format!("\"{stranger}\": \"node-3:30300\""))).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("genesis.yaml: nodeAddresses: node {stranger} is neither a consensus nor an observer node")
+        );
+        let err = parse(&with(&format!("\"{consensus}\": \"node-0\""))).unwrap_err().to_string();
+        assert_eq!(err, format!("genesis.yaml: nodeAddresses: address \"node-0\" of node {consensus}: not host:port"));
     }
 
     #[test]

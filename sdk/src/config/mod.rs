@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 pub use genesis::{Committee, ConsensusMode, Genesis, GenesisAccount, Permissions, SystemConfig};
 pub use node::{
-    GrpcConfig, MetricsConfig, NodeConfig, P2pConfig, PeerAddress, RpcConfig, RpcTlsConfig, StorageConfig,
-    TlsFilesError, TxPoolConfig,
+    GrpcConfig, MAX_NODE_ADDRESS, MetricsConfig, NodeConfig, P2pConfig, PeerAddress, RpcConfig, RpcTlsConfig,
+    StorageConfig, TlsFilesError, TxPoolConfig, parse_node_address,
 };
 
 /// A configuration file that could not be used.

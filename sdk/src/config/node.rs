@@ -176,11 +176,65 @@ pub struct PeerAddress {
 impl PeerAddress {
     /// Splits `address` into host and port.
     pub fn host_port(&self) -> Option<(&str, u16)> {
-        let (host, port) = self.address.rsplit_once(':')?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        (!host.is_empty()).then_some(())?;
-        Some((host, port.parse().ok()?))
+        split_host_port(&self.address)
     }
+}
+
+/// Splits `host:port` (an IPv6 host in brackets) into host, without brackets, and port.
+fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then_some(())?;
+    Some((host, port.parse().ok()?))
+}
+
+/// Longest peer-to-peer address a node may publish in the node registry: a DNS name of the
+/// longest length DNS allows, a colon and a port.
+pub const MAX_NODE_ADDRESS: usize = MAX_HOST_NAME + 6;
+
+/// Longest DNS name (RFC 1035).
+const MAX_HOST_NAME: usize = 253;
+
+/// Longest label of a DNS name (RFC 1035).
+const MAX_LABEL: usize = 63;
+
+/// Checks a peer-to-peer address published on chain (node registry, genesis), which every node
+/// dials, more strictly than node.yaml: `host:port` with an IPv4 address, an IPv6 address in
+/// brackets or a DNS name of letters, digits and hyphens, and a port from 1 to 65535. Returns the
+/// host (without brackets) and the port, or why the address is refused.
+pub fn parse_node_address(address: &str) -> Result<(&str, u16), String> {
+    if address.len() > MAX_NODE_ADDRESS {
+        return Err(format!("longer than {MAX_NODE_ADDRESS} bytes"));
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err("not host:port".into());
+    };
+    let port = match port.parse::<u16>() {
+        Ok(port) if port != 0 => port,
+        _ => return Err(format!("port {port:?} is not a number from 1 to 65535")),
+    };
+    if let Some(bracketed) = host.strip_prefix('[') {
+        let ipv6 = bracketed.strip_suffix(']').filter(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        return ipv6.map(|ip| (ip, port)).ok_or_else(|| format!("host {host:?} is not an IPv6 address in brackets"));
+    }
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok((host, port));
+    }
+    let label_ok = |label: &str| {
+        (1..=MAX_LABEL).contains(&label.len())
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if host.len() > MAX_HOST_NAME || !host.split('.').all(label_ok) {
+        return Err(format!(
+            "host {host:?} is neither an IPv4 address, an IPv6 address in brackets, nor a DNS name (labels of 1 to {MAX_LABEL} letters, digits and inner hyphens)"
+        ));
+    }
+    Ok((host, port))
 }
 
 /// Peer-to-peer networking, needed by every chain of more than one node.
@@ -422,5 +476,41 @@ mod tests {
         std::fs::write(&file, with_tls("{ certFile: server.crt }")).expect("write");
         let err = NodeConfig::load(&file).expect_err("no key").to_string();
         assert!(err.contains("missing field `keyFile`"), "{err}");
+    }
+
+    #[test]
+    fn node_addresses_on_chain_are_host_port_with_a_sane_host() {
+        let valid = [
+            ("10.0.0.1:30300", ("10.0.0.1", 30300)),
+            ("[::1]:1", ("::1", 1)),
+            ("node-0.bcos-chain.svc:65535", ("node-0.bcos-chain.svc", 65535)),
+        ];
+        for (address, expected) in valid {
+            assert_eq!(parse_node_address(address), Ok(expected), "{address}");
+        }
+        let long_host = format!("{}.x:1", "a".repeat(MAX_LABEL));
+        assert!(parse_node_address(&long_host).is_ok(), "a label of the longest length");
+        let invalid = [
+            "node-0",
+            ":30300",
+            "node-0:0",
+            "node-0:65536",
+            "node-0:port",
+            "::1:30300",
+            "[node-0]:1",
+            "-node:1",
+            "node..chain:1",
+            "node_0:1",
+            "node 0:1",
+            "nöde:1",
+        ];
+        for address in invalid {
+            assert!(parse_node_address(address).is_err(), "{address}");
+        }
+        assert!(parse_node_address(&format!("{}.x:1", "a".repeat(MAX_LABEL + 1))).is_err(), "label too long");
+        assert_eq!(
+            parse_node_address(&format!("{}:1", "a.".repeat(200))),
+            Err(format!("longer than {MAX_NODE_ADDRESS} bytes"))
+        );
     }
 }

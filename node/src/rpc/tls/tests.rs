@@ -126,6 +126,7 @@ impl TlsNode {
             system_config: SystemConfig::default(),
             consensus_nodes: vec![key.node_id()],
             observer_nodes: Vec::new(),
+            node_addresses: Default::default(),
             ca_cert: None,
             committee: bcos_sdk::config::Committee::single(Address::repeat_byte(0xad)),
             permissions: Default::default(),
