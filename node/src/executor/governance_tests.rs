@@ -471,10 +471,7 @@ fn chain_operators_admit_and_remove_observers_but_leave_consensus_nodes_to_the_c
             propose(&f.admin, 0, NODE_REGISTRY_ADDRESS, addConsensusNodeCall { nodeId: newcomer }),
         ],
     );
-    let committee_only = Some(format!(
-        "node registry: changing the consensus nodes needs a committee proposal; chain operator {} may only add and remove observers",
-        operator.address()
-    ));
+    let committee_only = committee_only(operator.address());
     assert_eq!(
         reasons(&executed),
         vec![
@@ -572,10 +569,7 @@ fn node_addresses_are_set_by_whoever_may_add_the_node_and_leave_with_it() {
             propose(&f.admin, 0, NODE_REGISTRY_ADDRESS, set(validator, "[::1]:30300")),
         ],
     );
-    let committee_only = Some(format!(
-        "node registry: changing the consensus nodes needs a committee proposal; chain operator {} may only add and remove observers",
-        operator.address()
-    ));
+    let committee_only = committee_only(operator.address());
     assert_eq!(
         reasons(&executed),
         vec![
@@ -641,4 +635,11 @@ fn node_addresses_are_set_by_whoever_may_add_the_node_and_leave_with_it() {
             (GOVERNANCE_ADDRESS, format!("node {validator}: address [::1]:30300 -> none")),
         ]
     );
+}
+
+/// The registry's refusal of a chain operator's change to the consensus nodes.
+fn committee_only(operator: Address) -> Option<String> {
+    Some(format!(
+        "node registry: changing the consensus nodes needs a committee proposal; chain operator {operator} may only add and remove observers"
+    ))
 }
