@@ -3,16 +3,17 @@
 use std::sync::Arc;
 
 use alloy_consensus::TxEip1559;
-use alloy_primitives::{Address, Bytes, TxKind};
+use alloy_primitives::{Address, B256, Bytes, TxKind};
 use bcos_sdk::{
-    config::{Genesis, TxPoolConfig},
-    crypto::AccountKey,
+    config::{Committee, Genesis, SystemConfig, TxPoolConfig},
+    crypto::{AccountKey, NodeKey},
 };
 use prometheus::Registry;
 
 use crate::{
     chain::Chain,
-    metrics::{ChainMetrics, PoolMetrics},
+    metrics::{ChainMetrics, PoolMetrics, RpcMetrics},
+    rpc::NodeApi,
     storage::RocksStore,
     txpool::TxPool,
 };
@@ -40,6 +41,41 @@ impl TestNode {
         );
         Self { _dir: dir, chain, pool }
     }
+}
+
+/// The genesis of a chain whose one consensus node is `node`, with defaults everywhere else.
+pub(crate) fn solo_genesis(chain_id: u64, node: B256) -> Genesis {
+    Genesis {
+        chain_id,
+        timestamp_ms: 1_700_000_000_000,
+        system_config: SystemConfig::default(),
+        consensus_nodes: vec![node],
+        observer_nodes: Vec::new(),
+        node_addresses: Default::default(),
+        ca_cert: None,
+        committee: Committee::single(Address::repeat_byte(0xad)),
+        permissions: Default::default(),
+        alloc: Default::default(),
+    }
+}
+
+/// What the RPC servers serve for a fresh single-node chain of `chain_id`, run by `key`, on a
+/// RocksDB in the returned directory; its metrics go to `registry`.
+pub(crate) fn solo_api(chain_id: u64, key: &NodeKey, registry: &Registry) -> (tempfile::TempDir, Arc<NodeApi>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let genesis = solo_genesis(chain_id, key.node_id());
+    let store = Arc::new(RocksStore::open(dir.path(), false).expect("open store"));
+    let chain = Arc::new(Chain::open(store.clone(), &genesis, ChainMetrics::register(registry)).expect("chain"));
+    let pool = Arc::new(TxPool::new(
+        chain_id,
+        TxPoolConfig::default(),
+        genesis.system_config.block_gas_limit,
+        store.clone(),
+        store,
+        PoolMetrics::register(registry),
+    ));
+    let api = Arc::new(NodeApi { chain, pool, node_id: key.node_id(), metrics: RpcMetrics::register(registry) });
+    (dir, api)
 }
 
 /// A signed plain 21,000-gas call from `key` to `to`, for filling pools and blocks.

@@ -510,7 +510,6 @@ mod tests {
     use alloy_sol_types::{Panic, Revert, SolError};
     use bcos_sdk::{
         client::{ClientError, NodeClient},
-        config::{Committee, Genesis, SystemConfig, TxPoolConfig},
         crypto::{AccountKey, NodeKey},
         proto::node_client::NodeClient as RawClient,
         types::TxError,
@@ -521,13 +520,7 @@ mod tests {
     use tonic::Code;
 
     use super::*;
-    use crate::{
-        chain::Chain,
-        executor::PermissionDenied,
-        metrics::{ChainMetrics, PoolMetrics, RpcMetrics},
-        storage::{ChainWriter, RocksStore, StateReader},
-        txpool::TxPool,
-    };
+    use crate::{executor::PermissionDenied, test_utils::solo_api};
 
     const CHAIN_ID: u64 = 4_242;
 
@@ -543,34 +536,8 @@ mod tests {
 
     impl TestNode {
         async fn start() -> Self {
-            let dir = tempfile::tempdir().expect("temp dir");
             let key = NodeKey::generate();
-            let genesis = Genesis {
-                chain_id: CHAIN_ID,
-                timestamp_ms: 1_700_000_000_000,
-                system_config: SystemConfig::default(),
-                consensus_nodes: vec![key.node_id()],
-                observer_nodes: Vec::new(),
-                node_addresses: Default::default(),
-                ca_cert: None,
-                committee: Committee::single(Address::repeat_byte(0xad)),
-                permissions: Default::default(),
-                alloc: Default::default(),
-            };
-            let registry = Registry::new();
-            let store = Arc::new(RocksStore::open(dir.path(), false).expect("open store"));
-            let chain =
-                Arc::new(Chain::open(store.clone(), &genesis, ChainMetrics::register(&registry)).expect("chain"));
-            let pool = Arc::new(TxPool::new(
-                CHAIN_ID,
-                TxPoolConfig::default(),
-                genesis.system_config.block_gas_limit,
-                store.clone() as Arc<dyn StateReader>,
-                store as Arc<dyn ChainWriter>,
-                PoolMetrics::register(&registry),
-            ));
-            let api =
-                Arc::new(NodeApi { chain, pool, node_id: key.node_id(), metrics: RpcMetrics::register(&registry) });
+            let (dir, api) = solo_api(CHAIN_ID, &key, &Registry::new());
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
             let (stop, stopped) = oneshot::channel::<()>();

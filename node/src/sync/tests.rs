@@ -2,7 +2,6 @@
 
 use alloy_primitives::{Address, B256};
 use bcos_sdk::{
-    config::{Committee, Genesis, SystemConfig},
     crypto::{AccountKey, NodeKey},
     types::QuorumCertificate,
 };
@@ -11,23 +10,12 @@ use super::*;
 use crate::{
     chain::sign_commit,
     consensus::solo::seal_one,
-    test_utils::{TestNode, signed_transfer},
+    test_utils::{TestNode, signed_transfer, solo_genesis},
 };
 
 /// A source chain of `blocks` blocks sealed by `key`, and a fresh node of the same chain.
 fn source_and_fresh(key: &NodeKey, blocks: u64) -> (TestNode, TestNode) {
-    let genesis = Genesis {
-        chain_id: 11,
-        timestamp_ms: 0,
-        system_config: SystemConfig::default(),
-        consensus_nodes: vec![key.node_id()],
-        observer_nodes: Vec::new(),
-        node_addresses: Default::default(),
-        ca_cert: None,
-        committee: Committee::single(Address::repeat_byte(0xad)),
-        permissions: Default::default(),
-        alloc: Default::default(),
-    };
+    let genesis = solo_genesis(11, key.node_id());
     let source = TestNode::new(&genesis);
     let sender = AccountKey::generate();
     for nonce in 0..blocks {

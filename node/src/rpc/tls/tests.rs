@@ -1,8 +1,7 @@
 use std::time::SystemTime;
 
-use alloy_primitives::Address;
 use bcos_sdk::{
-    config::{Genesis, RpcConfig, SystemConfig, TxPoolConfig},
+    config::RpcConfig,
     crypto::NodeKey,
     pki::{CertKey, ChainCa, IssuedCert, Member, MemberCa, Validity, save_chain_new},
 };
@@ -19,13 +18,7 @@ use tokio::{
 use tokio_rustls::TlsConnector;
 
 use super::*;
-use crate::{
-    chain::Chain,
-    metrics::{ChainMetrics, PoolMetrics, RpcMetrics},
-    rpc::{NodeApi, eth},
-    storage::{ChainWriter, RocksStore, StateReader},
-    txpool::TxPool,
-};
+use crate::{rpc::eth, test_utils::solo_api};
 
 const DAY: Duration = Duration::from_secs(86_400);
 const BLOCK_NUMBER: &str = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
@@ -118,32 +111,8 @@ struct TlsNode {
 
 impl TlsNode {
     async fn start(config: &RpcTlsConfig, chain_ca: Option<Vec<u8>>, revoked: RevocationList) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let key = NodeKey::generate();
-        let genesis = Genesis {
-            chain_id: 4_242,
-            timestamp_ms: 1_700_000_000_000,
-            system_config: SystemConfig::default(),
-            consensus_nodes: vec![key.node_id()],
-            observer_nodes: Vec::new(),
-            node_addresses: Default::default(),
-            ca_cert: None,
-            committee: bcos_sdk::config::Committee::single(Address::repeat_byte(0xad)),
-            permissions: Default::default(),
-            alloc: Default::default(),
-        };
         let registry = Registry::new();
-        let store = Arc::new(RocksStore::open(dir.path(), false).expect("open store"));
-        let chain = Arc::new(Chain::open(store.clone(), &genesis, ChainMetrics::register(&registry)).expect("chain"));
-        let pool = Arc::new(TxPool::new(
-            genesis.chain_id,
-            TxPoolConfig::default(),
-            genesis.system_config.block_gas_limit,
-            store.clone() as Arc<dyn StateReader>,
-            store as Arc<dyn ChainWriter>,
-            PoolMetrics::register(&registry),
-        ));
-        let api = Arc::new(NodeApi { chain, pool, node_id: key.node_id(), metrics: RpcMetrics::register(&registry) });
+        let (dir, api) = solo_api(4_242, &NodeKey::generate(), &registry);
         let metrics = RpcTlsMetrics::register(&registry);
         let tls = TlsServer::new(config, chain_ca, revoked, metrics.clone()).expect("TLS server");
         let (handle, address) =
