@@ -415,27 +415,28 @@ impl Cluster {
 
     /// Node `i`'s consensus metrics.
     pub async fn engine_metrics(&self, i: usize) -> anyhow::Result<EngineMetrics> {
+        Ok(EngineMetrics::parse(&self.metrics_text(i).await?))
+    }
+
+    /// Node `i`'s Prometheus exposition.
+    async fn metrics_text(&self, i: usize) -> anyhow::Result<String> {
         let url = format!("{}/metrics", self.endpoints(i)?.metrics);
         let what = format!("metrics of node {i}");
         let response = limited(&what, crate::http_client().get(&url).send()).await?;
-        let text = limited(&what, response.text()).await?;
-        Ok(EngineMetrics::parse(&text))
+        limited(&what, response.text()).await
     }
 
     /// The value of one sample of node `i`'s metrics, named as the exposition prints it (for
     /// example `bcos_network_refused_connections_total{reason="foreign_ca"}`); 0 when absent, as
     /// a counter that never counted is.
     pub async fn metric(&self, i: usize, sample: &str) -> anyhow::Result<f64> {
-        let url = format!("{}/metrics", self.endpoints(i)?.metrics);
-        let what = format!("metrics of node {i}");
-        let response = limited(&what, crate::http_client().get(&url).send()).await?;
-        let text = limited(&what, response.text()).await?;
+        let text = self.metrics_text(i).await?;
         let value = text
             .lines()
             .filter_map(|line| line.rsplit_once(' '))
             .find(|(name, _)| *name == sample)
             .map_or(Ok(0.0), |(_, value)| value.parse::<f64>())
-            .with_context(|| format!("{what}: {sample} is not a number"))?;
+            .with_context(|| format!("metrics of node {i}: {sample} is not a number"))?;
         Ok(value)
     }
 

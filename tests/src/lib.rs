@@ -48,6 +48,16 @@ pub(crate) fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Runs `bcos-node args...` to completion: whether it succeeded, its stdout and its stderr.
+pub fn run_node<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> anyhow::Result<(bool, String, String)> {
+    let output = Command::new(node_binary()?).args(args).output()?;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
 /// The one HTTP client for every plain JSON-RPC, metrics and probe request of the tests. Each
 /// reqwest client built with its defaults loads the platform's root certificates (reqwest has TLS
 /// here for the mutual-TLS tests), which in a debug build takes long enough to slow tests that

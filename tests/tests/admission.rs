@@ -4,7 +4,7 @@
 //! every peer at once when the committee revokes its certificate, and is removed by a last vote.
 //! The chain commits a steady load throughout, and every transfer lands exactly once.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
 use alloy::primitives::Bytes;
 use bcos_sdk::{
@@ -12,8 +12,7 @@ use bcos_sdk::{
     types::system::{CERT_REVOCATION_ADDRESS, ICertRevocation, NODE_REGISTRY_ADDRESS},
 };
 use bcos_tests::{
-    Cluster, ClusterSpec, Load, admin::Decision, checks::bft_quorum, node_binary, node_registry::INodeRegistry,
-    wait_for,
+    Cluster, ClusterSpec, Load, admin::Decision, checks::bft_quorum, node_registry::INodeRegistry, run_node, wait_for,
 };
 
 /// Generous bound for anything that should take seconds (2 shared cores, 5 debug nodes).
@@ -25,13 +24,8 @@ fn refused(reason: &str) -> String {
 
 /// Runs `bcos-node ca ...` and fails with its output unless it succeeds.
 fn ca(args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new(node_binary()?).arg("ca").args(args).output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "bcos-node ca {args:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (done, stdout, stderr) = run_node(&[&["ca"], args].concat())?;
+    anyhow::ensure!(done, "bcos-node ca {args:?}: {stdout}{stderr}");
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use bcos_sdk::{
     pki::{CertRole, IssuedCert},
     types::system::{CERT_REVOCATION_ADDRESS, ICertRevocation},
 };
-use bcos_tests::{Devnet, free_port_range, node_binary};
+use bcos_tests::{Devnet, free_port_range, node_binary, run_node};
 
 fn run(config: &std::path::Path) -> anyhow::Result<(bool, String)> {
     let output = Command::new(node_binary()?).args(["run", "--config"]).arg(config).output()?;
@@ -52,16 +52,6 @@ fn missing_and_invalid_config_files_are_named() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `bcos-node` with `args`; returns success, stdout and stderr.
-fn node(args: &[&std::ffi::OsStr]) -> anyhow::Result<(bool, String, String)> {
-    let output = Command::new(node_binary()?).args(args).output()?;
-    Ok((
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    ))
-}
-
 /// Runs `bcos-node args...` followed by each `(flag, file)` pair, the files taken in `dir`.
 fn run_in(dir: &std::path::Path, args: &[&str], paths: &[(&str, &str)]) -> anyhow::Result<(bool, String, String)> {
     let mut all: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
@@ -69,7 +59,7 @@ fn run_in(dir: &std::path::Path, args: &[&str], paths: &[(&str, &str)]) -> anyho
         all.push(flag.into());
         all.push(dir.join(name).into_os_string());
     }
-    node(&all.iter().map(|a| a.as_os_str()).collect::<Vec<_>>())
+    run_node(&all)
 }
 
 #[test]
@@ -173,7 +163,7 @@ async fn ca_revoke_proposes_a_revocation_that_the_committee_runs_at_once() -> an
     let revoke = |grpc: &str, key: &Path| {
         let args = ["ca", "revoke", "--reason", "key compromised", "--grpc", grpc].map(OsStr::new);
         let files = [OsStr::new("--cert"), cert.as_os_str(), OsStr::new("--key"), key.as_os_str()];
-        node(&args.into_iter().chain(files).collect::<Vec<_>>())
+        run_node(&args.into_iter().chain(files).collect::<Vec<_>>())
     };
     let grpc = devnet.endpoints().grpc.clone();
     let http = devnet.endpoints().http.clone();

@@ -23,7 +23,7 @@ use super::{
     switch::ConsensusMessage,
 };
 use crate::{
-    network::{Network, NetworkConfig, NetworkHandle, NodeId, tcp_multiaddr},
+    network::{Network, NetworkConfig, NetworkHandle, NodeId, tcp_multiaddr, tests::counter},
     storage::BlockReader,
 };
 
@@ -44,14 +44,7 @@ async fn intruder(key: &NodeKey, certificates: crate::network::Certificates, hon
 
 /// How often `node` refused or dropped a peer for `reason`.
 fn refusals(node: &TestNode, reason: &str) -> u64 {
-    node.registry
-        .gather()
-        .iter()
-        .filter(|family| family.name() == "bcos_network_refused_connections_total")
-        .flat_map(|family| family.get_metric().iter())
-        .filter(|metric| metric.get_label().iter().any(|l| l.name() == "reason" && l.value() == reason))
-        .map(|metric| metric.get_counter().get_value() as u64)
-        .sum()
+    counter(&node.registry, "bcos_network_refused_connections_total", &[("reason", reason)])
 }
 
 async fn until(what: &str, mut done: impl FnMut() -> bool) {

@@ -55,7 +55,7 @@ mod peers;
 mod protocol;
 mod service;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::{
     collections::{BTreeSet, HashSet},

@@ -86,7 +86,7 @@ pub(super) fn loopback() -> Multiaddr {
 }
 
 /// The sum of counter `name` over the series carrying all `labels`.
-fn counter(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
+pub(crate) fn counter(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
     registry
         .gather()
         .iter()
