@@ -10,6 +10,7 @@
 pub mod client;
 pub mod config;
 pub mod crypto;
+pub mod governance;
 pub mod pki;
 pub mod types;
 

@@ -523,6 +523,11 @@ impl NodeChain {
         save_chain_new(&[&self.node, &self.member], file)
     }
 
+    /// The chain file's contents: the node certificate's PEM, then the member CA's.
+    pub fn pem(&self) -> String {
+        [self.node.pem(), self.member.pem()].concat()
+    }
+
     /// The chain in the order the verifiers take it: `[member CA, node]`, DER.
     pub fn verify_order(&self) -> Vec<Vec<u8>> {
         vec![self.member.der().to_vec(), self.node.der().to_vec()]
@@ -609,10 +614,15 @@ impl CertKey {
     pub fn load(file: &Path) -> Result<Self> {
         let text =
             fs::read_to_string(file).map_err(|source| KeyError::Io { file: file.display().to_string(), source })?;
-        let key = KeyPair::from_pem(&text)
-            .map_err(|e| PkiError::BadKeyFile { file: file.display().to_string(), reason: e.to_string() })?;
+        Self::from_pem(&text, &file.display().to_string())
+    }
+
+    /// Parses a PKCS#8 PEM Ed25519 key held in memory (a Secret); `source` names it in errors.
+    pub fn from_pem(text: &str, source: &str) -> Result<Self> {
+        let key =
+            KeyPair::from_pem(text).map_err(|e| PkiError::BadKeyFile { file: source.to_owned(), reason: e.to_string() })?;
         if key.algorithm() != &PKCS_ED25519 {
-            return Err(PkiError::BadKeyFile { file: file.display().to_string(), reason: "not an Ed25519 key".into() });
+            return Err(PkiError::BadKeyFile { file: source.to_owned(), reason: "not an Ed25519 key".into() });
         }
         Ok(Self(key))
     }
@@ -665,16 +675,13 @@ fn ca_params(dn: DistinguishedName, validity: &Validity, path_len: u8) -> Result
     Ok((params, serial))
 }
 
-fn load_issuer(cert: &IssuedCert, key: CertKey, file: &Path) -> Result<Issuer<'static, KeyPair>> {
+fn load_issuer(cert: &IssuedCert, key: CertKey, source: &str) -> Result<Issuer<'static, KeyPair>> {
     let parsed = parse(cert.der(), CertRole::ChainCa)?;
     if parsed.public_key().subject_public_key.data.as_ref() != key.0.public_key_raw() {
-        return Err(PkiError::BadKeyFile {
-            file: file.display().to_string(),
-            reason: "key does not match the certificate".into(),
-        });
+        return Err(PkiError::BadKeyFile { file: source.to_owned(), reason: "key does not match the certificate".into() });
     }
     Issuer::from_ca_cert_der(&cert.der().to_vec().into(), key.0)
-        .map_err(|e| PkiError::BadKeyFile { file: file.display().to_string(), reason: e.to_string() })
+        .map_err(|e| PkiError::BadKeyFile { file: source.to_owned(), reason: e.to_string() })
 }
 
 /// The chain's root: a self-signed CA (CA:TRUE, pathlen 1, keyCertSign + cRLSign) that certifies
@@ -706,8 +713,21 @@ impl ChainCa {
     /// Loads a chain CA from its certificate (PEM) and key (PKCS#8 PEM) files.
     pub fn load(cert_file: &Path, key_file: &Path) -> Result<Self> {
         let cert = read_cert_file(cert_file, CertRole::ChainCa)?;
-        let issuer = load_issuer(&cert, CertKey::load(key_file)?, key_file)?;
+        let issuer = load_issuer(&cert, CertKey::load(key_file)?, &key_file.display().to_string())?;
         Ok(Self { issuer, cert })
+    }
+
+    /// Parses a chain CA held in memory (a Secret): certificate PEM and PKCS#8 key PEM; `source`
+    /// names them in errors.
+    pub fn from_pem(cert_pem: &str, key_pem: &str, source: &str) -> Result<Self> {
+        let cert = cert_from_pem(cert_pem.as_bytes(), CertRole::ChainCa, source)?;
+        let issuer = load_issuer(&cert, CertKey::from_pem(key_pem, source)?, source)?;
+        Ok(Self { issuer, cert })
+    }
+
+    /// The PKCS#8 PEM of the CA key, to store beside the certificate.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
     }
 
     /// Writes certificate and key to new files (key mode 0600); refuses to replace either.
@@ -751,12 +771,28 @@ impl MemberCa {
     /// Loads a member CA from its certificate (PEM) and key (PKCS#8 PEM) files.
     pub fn load(cert_file: &Path, key_file: &Path) -> Result<Self> {
         let cert = read_cert_file(cert_file, CertRole::MemberCa)?;
+        Self::with_key(cert, CertKey::load(key_file)?, &key_file.display().to_string())
+    }
+
+    /// Parses a member CA held in memory (a Secret): certificate PEM and PKCS#8 key PEM; `source`
+    /// names them in errors.
+    pub fn from_pem(cert_pem: &str, key_pem: &str, source: &str) -> Result<Self> {
+        let cert = cert_from_pem(cert_pem.as_bytes(), CertRole::MemberCa, source)?;
+        Self::with_key(cert, CertKey::from_pem(key_pem, source)?, source)
+    }
+
+    fn with_key(cert: IssuedCert, key: CertKey, source: &str) -> Result<Self> {
         let member = {
             let parsed = parse(cert.der(), CertRole::MemberCa)?;
             member_of(&parsed, CertRole::MemberCa)?
         };
-        let issuer = load_issuer(&cert, CertKey::load(key_file)?, key_file)?;
+        let issuer = load_issuer(&cert, key, source)?;
         Ok(Self { issuer, cert, member })
+    }
+
+    /// The PKCS#8 PEM of the CA key, to store beside the certificate.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
     }
 
     /// Writes certificate and key to new files (key mode 0600); refuses to replace either.

@@ -18,34 +18,20 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use alloy_consensus::TxEip1559;
-use alloy_primitives::{B256, Bytes, TxKind};
-use alloy_sol_types::{SolCall, SolEvent};
+use alloy_primitives::Bytes;
 use anyhow::{Context as _, bail};
 use bcos_sdk::{
-    client::{ClientError, NodeClient},
     crypto::{AccountKey, NodeKey},
+    governance::{Governor, ProposalOutcome},
     pki::{
         CertKey, CertRole, ChainCa, IssuedCert, Member, MemberCa, NoRevocation, Validity, save_chain_new,
         verify_node_chain,
     },
-    proto,
-    types::system::{CERT_REVOCATION_ADDRESS, GOVERNANCE_ADDRESS, ICertRevocation, IGovernance},
+    types::system::{CERT_REVOCATION_ADDRESS, ICertRevocation},
 };
 use clap::{Args, Subcommand};
 
-use crate::executor::decode_revert;
-
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
-/// Gas of a proposal transaction: a system contract call costs far less, and the chain charges
-/// no gas price, so a generous limit costs nothing.
-const PROPOSAL_GAS_LIMIT: u64 = 1_000_000;
-/// How long one request to the node may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the proposal may take to be committed.
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often the receipt is asked for while waiting.
-const RECEIPT_POLL: Duration = Duration::from_millis(200);
 
 /// Certificate authority commands.
 #[derive(Debug, Subcommand)]
@@ -264,81 +250,16 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     // The role only names the certificate in errors: any certificate the chain's CAs issued
     // (node, client, server or member CA) can be revoked by its serial.
     let serial = IssuedCert::load(&args.cert, CertRole::Node)?.serial().clone();
-    let key = AccountKey::load(&args.key)?;
-    let grpc = args.grpc.as_str();
-    let mut client = request(grpc, "connecting", NodeClient::connect(grpc)).await?;
-    let status = request(grpc, "reading the status", client.status()).await?;
-    let nonce = request(grpc, "reading the key's nonce", client.account(key.address())).await?.nonce;
+    let mut governor = Governor::connect(&args.grpc, AccountKey::load(&args.key)?).await?;
     let revoke = ICertRevocation::revokeCall { serial: Bytes::copy_from_slice(serial.as_bytes()), reason: args.reason };
-    let propose = IGovernance::proposeCall {
-        target: CERT_REVOCATION_ADDRESS,
-        data: revoke.abi_encode().into(),
-        expiresAtBlock: status.height.checked_add(args.expires_in).context("--expires-in is too large")?,
-    };
-    let raw = key.sign_transaction(TxEip1559 {
-        chain_id: status.chain_id,
-        nonce,
-        gas_limit: PROPOSAL_GAS_LIMIT,
-        to: TxKind::Call(GOVERNANCE_ADDRESS),
-        input: propose.abi_encode().into(),
-        ..Default::default()
-    });
-    let hash = request(grpc, "sending the proposal", client.send_raw_transaction(raw)).await?;
-    let receipt = wait_for_receipt(&mut client, hash).await?;
-    if !receipt.success {
-        let reason = decode_revert(&receipt.revert_output).unwrap_or_else(|| "no reason given".to_owned());
-        bail!("proposal transaction {hash} reverted in block {}: {reason}", receipt.block_number);
-    }
-    let id = governance_events::<IGovernance::ProposalCreated>(&receipt)
-        .next()
-        .context("the proposal's receipt has no ProposalCreated event")?
-        .id;
-    if governance_events::<IGovernance::ProposalExecuted>(&receipt).any(|executed| executed.id == id) {
-        println!("certificate serial {serial} revoked: proposal {id} executed in block {}", receipt.block_number);
-    } else if let Some(failed) =
-        governance_events::<IGovernance::ProposalFailed>(&receipt).find(|failed| failed.id == id)
-    {
-        bail!("proposal {id} to revoke serial {serial} failed: {}", failed.reason);
-    } else {
-        println!(
-            "certificate serial {serial}: proposal {id} awaits more committee votes (open until block {})",
-            propose.expiresAtBlock
-        );
+    match governor.propose(CERT_REVOCATION_ADDRESS, &revoke, args.expires_in).await? {
+        ProposalOutcome::Executed { id, block } => {
+            println!("certificate serial {serial} revoked: proposal {id} executed in block {block}");
+        }
+        ProposalOutcome::Failed { id, reason } => bail!("proposal {id} to revoke serial {serial} failed: {reason}"),
+        ProposalOutcome::Pending { id, expires_at_block } => println!(
+            "certificate serial {serial}: proposal {id} awaits more committee votes (open until block {expires_at_block})"
+        ),
     }
     Ok(())
-}
-
-/// Runs one request to the node at `grpc`, bounded by [`REQUEST_TIMEOUT`], naming both in errors.
-async fn request<T>(grpc: &str, what: &str, call: impl Future<Output = Result<T, ClientError>>) -> anyhow::Result<T> {
-    let answer = tokio::time::timeout(REQUEST_TIMEOUT, call)
-        .await
-        .with_context(|| format!("{what} ({grpc}): no answer in {REQUEST_TIMEOUT:?}"))?;
-    answer.with_context(|| format!("{what} ({grpc})"))
-}
-
-/// Polls for the receipt of `hash` until it is committed or [`COMMIT_TIMEOUT`] passes.
-async fn wait_for_receipt(client: &mut NodeClient, hash: B256) -> anyhow::Result<proto::Receipt> {
-    let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
-    loop {
-        match tokio::time::timeout(REQUEST_TIMEOUT, client.receipt(hash)).await {
-            Ok(Ok(receipt)) => return Ok(receipt),
-            // Not committed yet; a slow answer is retried like one.
-            Ok(Err(ClientError::Status(status))) if status.code() == tonic::Code::NotFound => {}
-            Err(_) => {}
-            Ok(Err(e)) => return Err(e).with_context(|| format!("reading the receipt of {hash}")),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("proposal transaction {hash} was not committed within {COMMIT_TIMEOUT:?}");
-        }
-        tokio::time::sleep(RECEIPT_POLL).await;
-    }
-}
-
-/// The events of type `E` the governance contract logged in `receipt`; its other events do not
-/// decode as `E` and are skipped.
-fn governance_events<E: SolEvent>(receipt: &proto::Receipt) -> impl Iterator<Item = E> + '_ {
-    receipt.logs.iter().filter(|log| log.address.as_slice() == GOVERNANCE_ADDRESS.as_slice()).filter_map(|log| {
-        let topics: Option<Vec<B256>> = log.topics.iter().map(|t| B256::try_from(t.as_slice()).ok()).collect();
-        E::decode_raw_log(topics?, &log.data).ok()
-    })
 }

@@ -398,15 +398,7 @@ impl Executor {
     }
 }
 
-/// The human-readable reason in revert data: the string of a Solidity `Error(string)`, or the
-/// description of a `Panic(uint256)`.
-pub fn decode_revert(output: &[u8]) -> Option<String> {
-    use alloy_sol_types::{Panic, Revert, SolError};
-    if let Ok(revert) = Revert::abi_decode(output) {
-        return Some(revert.reason);
-    }
-    Panic::abi_decode(output).ok().map(|panic| panic.to_string())
-}
+pub use bcos_sdk::governance::decode_revert;
 
 /// Why a call could not run.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use alloy_primitives::{Address, B256, Bytes, U256};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, FieldError, invalid, load_yaml, parse_node_address, write_yaml};
+use super::{ConfigError, FieldError, invalid, load_yaml, parse_node_address, parse_yaml, to_yaml, write_yaml};
 use crate::{
     pki::{CertRole, IssuedCert},
     types::system::Role,
@@ -289,6 +289,20 @@ impl Genesis {
     /// Writes the genesis file.
     pub fn save(&self, file: &Path) -> Result<(), ConfigError> {
         write_yaml(file, self)
+    }
+
+    /// Parses and validates genesis YAML held in memory (a ConfigMap); `name` names it in errors.
+    pub fn parse(text: &str, name: &Path) -> Result<Self, ConfigError> {
+        let genesis: Self = parse_yaml(name, text)?;
+        genesis.validate().map_err(|e| invalid(name, e))?;
+        Ok(genesis)
+    }
+
+    /// Validates the genesis and renders it as YAML, as [`load`](Self::load) reads it; `name`
+    /// names it in errors.
+    pub fn to_yaml(&self, name: &Path) -> Result<String, ConfigError> {
+        self.validate().map_err(|e| invalid(name, e))?;
+        to_yaml(name, self)
     }
 
     fn validate(&self) -> Result<(), FieldError> {

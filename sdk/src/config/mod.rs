@@ -77,9 +77,12 @@ pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path, text: &str
 }
 
 pub(crate) fn write_yaml<T: serde::Serialize>(file: &Path, value: &T) -> Result<(), ConfigError> {
-    let text = serde_yaml::to_string(value)
-        .map_err(|e| ConfigError::Write { file: file.to_owned(), source: std::io::Error::other(e) })?;
+    let text = to_yaml(file, value)?;
     std::fs::write(file, text).map_err(|source| ConfigError::Write { file: file.to_owned(), source })
+}
+
+pub(crate) fn to_yaml<T: serde::Serialize>(file: &Path, value: &T) -> Result<String, ConfigError> {
+    serde_yaml::to_string(value).map_err(|e| ConfigError::Write { file: file.to_owned(), source: std::io::Error::other(e) })
 }
 
 pub(crate) fn invalid(file: &Path, error: FieldError) -> ConfigError {

@@ -8,7 +8,7 @@ use std::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, FieldError, invalid, load_yaml, write_yaml};
+use super::{ConfigError, FieldError, invalid, load_yaml, to_yaml, write_yaml};
 use crate::pki::{CertKey, PkiError, ServerChain, ServerIdentity};
 
 /// Ethereum JSON-RPC over HTTP and WebSocket (one port serves both), optionally over TLS.
@@ -316,6 +316,13 @@ impl NodeConfig {
     /// Writes the node file.
     pub fn save(&self, file: &Path) -> Result<(), ConfigError> {
         write_yaml(file, self)
+    }
+
+    /// Validates the node file's values and renders it as YAML (for a ConfigMap); `name` names
+    /// it in errors. The files it names are not read: they live where the node runs.
+    pub fn to_yaml(&self, name: &Path) -> Result<String, ConfigError> {
+        self.validate().map_err(|e| invalid(name, e))?;
+        to_yaml(name, self)
     }
 
     fn validate(&self) -> Result<(), FieldError> {
