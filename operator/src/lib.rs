@@ -1,4 +1,17 @@
 //! bcos-operator: turns `ConsortiumChain` and `Member` resources into running chains.
 //!
-//! The controllers arrive with the operator issue; this crate exists so the workspace layout that
-//! other parts rely on is in place.
+//! [`crd`] defines the resources; [`plan`] computes the objects they should have; [`identity`]
+//! keeps keys and certificates in Secrets; [`nodes`] talks to running nodes; [`controller`]
+//! reconciles; [`run`] is the process (leader election via [`leader`], [`metrics`], endpoints).
+
+pub mod conditions;
+pub mod controller;
+pub mod crd;
+pub mod crdgen;
+pub mod identity;
+pub mod leader;
+pub mod metrics;
+pub mod names;
+pub mod nodes;
+pub mod plan;
+pub mod run;
