@@ -11,9 +11,11 @@
 //! flowing meanwhile. [`admin`] governs a running cluster through its committee's proposals and
 //! votes (consensus switches, node registry changes, roles, the audit log); [`checks`] also reads
 //! quorum certificates and engine metrics. [`SoloNode`] runs one `bcos-node run` process that is
-//! a chain of its own, with the genesis CA and JSON-RPC TLS settings a test gives it.
+//! a chain of its own, with the genesis CA and JSON-RPC TLS settings a test gives it. [`chart`]
+//! renders the operator's Helm chart.
 
 pub mod admin;
+pub mod chart;
 pub mod checks;
 mod cluster;
 mod load;
