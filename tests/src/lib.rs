@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod chart;
 pub mod checks;
+pub mod operator;
 mod cluster;
 mod load;
 pub mod proxy;
@@ -85,17 +86,7 @@ pub fn rpc_client(url: reqwest::Url) -> alloy::rpc::client::RpcClient {
 
 /// Path of the `bcos-node` binary.
 pub fn node_binary() -> anyhow::Result<PathBuf> {
-    if let Ok(path) = std::env::var("BCOS_NODE_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().context("locating the test binary")?;
-    // target/<profile>/deps/<test> -> target/<profile>/bcos-node
-    let profile_dir = exe.parent().and_then(Path::parent).context("unexpected test binary location")?;
-    let candidate = profile_dir.join("bcos-node");
-    if !candidate.exists() {
-        bail!("{} not found: run `cargo build --bins` first or set BCOS_NODE_BIN", candidate.display());
-    }
-    Ok(candidate)
+    operator::binary("bcos-node", "BCOS_NODE_BIN")
 }
 
 /// Endpoints a node printed when it started.
