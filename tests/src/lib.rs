@@ -12,10 +12,14 @@
 //! votes (consensus switches, node registry changes, roles, the audit log); [`checks`] also reads
 //! quorum certificates and engine metrics. [`SoloNode`] runs one `bcos-node run` process that is
 //! a chain of its own, with the genesis CA and JSON-RPC TLS settings a test gives it.
+//!
+//! [`kube`] runs a real Kubernetes control plane and plays the kubelet for its Pods, for the
+//! operator's end-to-end tests.
 
 pub mod admin;
 pub mod checks;
 mod cluster;
+pub mod kube;
 mod load;
 pub mod proxy;
 mod solo;
