@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building bcos needs beyond the Rust toolchain: Debian's RocksDB (linked instead of
 # compiling RocksDB's C++), libclang (bindgen for librocksdb-sys) and protoc (gRPC code generation).
+# rsync and iproute2 serve the Kubernetes tests (scripts/setup-k8s.sh).
 # Idempotent and quiet when everything is present.
 set -euo pipefail
 
-packages=(librocksdb-dev libclang-dev protobuf-compiler)
+packages=(librocksdb-dev libclang-dev protobuf-compiler rsync iproute2)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

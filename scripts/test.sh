@@ -4,6 +4,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 scripts/setup.sh
+scripts/setup-k8s.sh
 source scripts/env.sh
 
 cargo fmt --all -- --check

@@ -13,12 +13,16 @@
 //! quorum certificates and engine metrics. [`SoloNode`] runs one `bcos-node run` process that is
 //! a chain of its own, with the genesis CA and JSON-RPC TLS settings a test gives it. [`chart`]
 //! renders the operator's Helm chart.
+//!
+//! [`kube`] runs a real Kubernetes control plane and plays the kubelet for its Pods, and
+//! [`operator`] runs the operator against it, for the operator's end-to-end tests.
 
 pub mod admin;
 pub mod chart;
 pub mod checks;
 pub mod operator;
 mod cluster;
+pub mod kube;
 mod load;
 pub mod proxy;
 mod solo;
