@@ -150,8 +150,9 @@ impl Governor {
     /// revert is an error carrying the contract's reason.
     pub async fn transact<C: SolCall>(&mut self, to: Address, call: &C) -> Result<proto::Receipt, GovernanceError> {
         let status = self.status().await?;
-        let nonce =
-            bounded(&self.endpoint, "reading the account's nonce", self.client.account(self.key.address())).await?.nonce;
+        let nonce = bounded(&self.endpoint, "reading the account's nonce", self.client.account(self.key.address()))
+            .await?
+            .nonce;
         let raw = self.key.sign_transaction(TxEip1559 {
             chain_id: status.chain_id,
             nonce,

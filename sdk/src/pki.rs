@@ -619,8 +619,8 @@ impl CertKey {
 
     /// Parses a PKCS#8 PEM Ed25519 key held in memory (a Secret); `source` names it in errors.
     pub fn from_pem(text: &str, source: &str) -> Result<Self> {
-        let key =
-            KeyPair::from_pem(text).map_err(|e| PkiError::BadKeyFile { file: source.to_owned(), reason: e.to_string() })?;
+        let key = KeyPair::from_pem(text)
+            .map_err(|e| PkiError::BadKeyFile { file: source.to_owned(), reason: e.to_string() })?;
         if key.algorithm() != &PKCS_ED25519 {
             return Err(PkiError::BadKeyFile { file: source.to_owned(), reason: "not an Ed25519 key".into() });
         }
@@ -678,7 +678,10 @@ fn ca_params(dn: DistinguishedName, validity: &Validity, path_len: u8) -> Result
 fn load_issuer(cert: &IssuedCert, key: CertKey, source: &str) -> Result<Issuer<'static, KeyPair>> {
     let parsed = parse(cert.der(), CertRole::ChainCa)?;
     if parsed.public_key().subject_public_key.data.as_ref() != key.0.public_key_raw() {
-        return Err(PkiError::BadKeyFile { file: source.to_owned(), reason: "key does not match the certificate".into() });
+        return Err(PkiError::BadKeyFile {
+            file: source.to_owned(),
+            reason: "key does not match the certificate".into(),
+        });
     }
     Issuer::from_ca_cert_der(&cert.der().to_vec().into(), key.0)
         .map_err(|e| PkiError::BadKeyFile { file: source.to_owned(), reason: e.to_string() })

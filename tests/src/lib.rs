@@ -20,10 +20,10 @@
 pub mod admin;
 pub mod chart;
 pub mod checks;
-pub mod operator;
 mod cluster;
 pub mod kube;
 mod load;
+pub mod operator;
 pub mod proxy;
 mod solo;
 

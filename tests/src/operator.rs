@@ -16,14 +16,14 @@ pub struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    /// Starts the operator on `kubeconfig`, logging to `log`, serving its endpoints on a free
-    /// loopback port.
-    pub fn start(kubeconfig: &Path, log: &Path) -> anyhow::Result<Self> {
+    /// Starts the operator on `kubeconfig`, electing its leader in `namespace` (as its Pod there
+    /// would), logging to `log`, serving its endpoints on a free loopback port.
+    pub fn start(kubeconfig: &Path, namespace: &str, log: &Path) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(binary("bcos-operator", "BCOS_OPERATOR_BIN")?)
             .args(["run", "--log-format", "text", "--http-listen", &format!("127.0.0.1:{port}")])
-            .args(["--lease-namespace", "default", "--lease-name", "bcos-operator"])
+            .args(["--lease-namespace", namespace, "--lease-name", "bcos-operator"])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,bcos_operator=debug,kube=warn")
             .stdin(Stdio::null())
@@ -45,7 +45,7 @@ impl OperatorProcess {
     }
 
     /// Asks it to stop (SIGTERM) and waits; whether it exited successfully.
-    pub fn stop(mut self) -> anyhow::Result<bool> {
+    pub fn stop(&mut self) -> anyhow::Result<bool> {
         terminate(&mut self.child)
     }
 }

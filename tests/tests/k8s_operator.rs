@@ -24,6 +24,8 @@ use bcos_tests::{
 use kube::{Api, api::DeleteParams};
 
 const NAMESPACE: &str = "bcos";
+/// Where the chart installs the operator (the README's namespace).
+const OPERATOR_NAMESPACE: &str = "bcos-system";
 const CHAIN: &str = "trade-finance";
 /// Chain start-up on 2 shared cores: an API server, five debug-build nodes and the operator.
 const START_TIMEOUT: Duration = Duration::from_secs(300);
@@ -33,10 +35,13 @@ fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
+/// Dropped in this order: the operators, then the runner's Pods, then the control plane.
 struct Fixture {
-    plane: ControlPlane,
-    runner: PodRunner,
     operator: OperatorProcess,
+    /// A second replica, started after the first: it stands by until the first lets go.
+    standby: OperatorProcess,
+    runner: PodRunner,
+    plane: ControlPlane,
     chains: Api<ConsortiumChain>,
     members: Api<Member>,
     _dir: tempfile::TempDir,
@@ -46,18 +51,31 @@ impl Fixture {
     async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let plane = ControlPlane::start().await?;
-        let crds = repo().join("crds");
-        plane.kubectl(["apply", "-f", &crds.display().to_string()]).await?;
+        // The README's install: the Helm chart (CRDs, RBAC, Deployment). Its Deployment is scaled
+        // to zero: the operator runs as a process in its stead, as the chart's ServiceAccount, so
+        // the chart's RBAC must allow everything the operator does.
+        let rendered = dir.path().join("chart.yaml");
+        std::fs::write(&rendered, bcos_tests::chart::render_chart(&[("replicas", "0")])?)?;
+        plane.create_namespace(OPERATOR_NAMESPACE).await?;
+        plane.kubectl(["apply", "-f", &rendered.display().to_string()]).await?;
+        let kubeconfig = plane.service_account_kubeconfig(OPERATOR_NAMESPACE, "bcos-operator").await?;
         let client = plane.client().await?;
         let executables = HashMap::from([("bcos-node".to_owned(), node_binary()?)]);
-        let runner = PodRunner::start(client.clone(), PodRunnerConfig { root: dir.path().join("runner"), executables }).await?;
-        let operator = OperatorProcess::start(plane.kubeconfig(), &dir.path().join("operator.log"))?;
+        let runner =
+            PodRunner::start(client.clone(), PodRunnerConfig { root: dir.path().join("runner"), executables }).await?;
+        let operator = OperatorProcess::start(&kubeconfig, OPERATOR_NAMESPACE, &dir.path().join("operator.log"))?;
+        wait_for("the first operator to lead", STEP_TIMEOUT, || async {
+            Ok(leads(&operator).await.filter(|leads| *leads))
+        })
+        .await?;
+        let standby = OperatorProcess::start(&kubeconfig, OPERATOR_NAMESPACE, &dir.path().join("standby.log"))?;
         Ok(Self {
             chains: Api::namespaced(client.clone(), NAMESPACE),
             members: Api::namespaced(client, NAMESPACE),
             plane,
             runner,
             operator,
+            standby,
             _dir: dir,
         })
     }
@@ -97,9 +115,10 @@ impl Fixture {
             .wallet(EthereumWallet::from(signer))
             .connect_client(rpc_client(self.rpc(pod)?.parse()?));
         let tx = TransactionRequest::default().to(Address::repeat_byte(0x42)).value(U256::ZERO).gas_limit(21_000);
-        let receipt = tokio::time::timeout(STEP_TIMEOUT, async { provider.send_transaction(tx).await?.get_receipt().await })
-            .await
-            .context("no receipt in time")??;
+        let receipt =
+            tokio::time::timeout(STEP_TIMEOUT, async { provider.send_transaction(tx).await?.get_receipt().await })
+                .await
+                .context("no receipt in time")??;
         ensure!(receipt.status(), "the transfer through {pod} failed");
         Ok(())
     }
@@ -114,6 +133,13 @@ impl Fixture {
     }
 }
 
+/// Whether an operator reports holding the lease, once its endpoint answers.
+async fn leads(operator: &OperatorProcess) -> Option<bool> {
+    let metrics =
+        bcos_tests::http_client().get(format!("{}/metrics", operator.http())).send().await.ok()?.text().await.ok()?;
+    metrics.lines().find_map(|line| line.strip_prefix("bcos_operator_leader ")).map(|value| value.trim() == "1")
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -121,7 +147,7 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// The RocksDB identity of a node's data on its claim: it changes only if the data is recreated.
 fn data_identity(runner_root: &Path, pod: &str) -> anyhow::Result<String> {
-    let file = runner_root.join("claims").join(NAMESPACE).join(format!("data-{pod}")).join("data").join("IDENTITY");
+    let file = runner_root.join("claims").join(NAMESPACE).join(format!("data-{pod}")).join("data/chain/IDENTITY");
     std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))
 }
 
@@ -132,7 +158,21 @@ async fn manifests_become_a_chain_that_members_join_and_leave() -> anyhow::Resul
     if result.is_err() {
         eprintln!("{}", fixture.diagnostics());
     }
-    result
+    result?;
+    hand_over(fixture).await
+}
+
+/// The leader stops gracefully (SIGTERM), releasing its lease, and the standby takes over.
+async fn hand_over(f: Fixture) -> anyhow::Result<()> {
+    ensure!(leads(&f.standby).await == Some(false), "the standby leads while the first replica does");
+    // Bindings drop in reverse order: the operators first, the control plane last.
+    let Fixture { plane: _plane, runner: _runner, standby, mut operator, .. } = f;
+    ensure!(operator.stop()?, "the operator did not exit cleanly on SIGTERM");
+    ensure!(operator.log().contains("released the leader lease"), "the lease was not released:\n{}", operator.log());
+    wait_for("the standby to take over", STEP_TIMEOUT, || async { Ok(leads(&standby).await.filter(|leads| *leads)) })
+        .await?;
+    ensure!(standby.log().contains("leading"), "the standby never said it leads");
+    Ok(())
 }
 
 async fn scenario(f: &Fixture) -> anyhow::Result<()> {
@@ -144,7 +184,9 @@ async fn scenario(f: &Fixture) -> anyhow::Result<()> {
     let chain = wait_for("the chain to run", START_TIMEOUT, || async {
         let chain = f.chain().await?;
         let status = chain.status.clone().unwrap_or_default();
-        Ok((status.nodes.ready == status.nodes.desired && status.nodes.desired == 5 && status.height >= 2
+        Ok((status.nodes.ready == status.nodes.desired
+            && status.nodes.desired == 5
+            && status.height >= 2
             && status.nodes.consensus == 4)
             .then_some(chain))
     })
@@ -197,9 +239,12 @@ spec:
 
     // Deleting it takes its node out of the registry and revokes its CA before its objects go.
     f.members.delete("newbank", &DeleteParams::default()).await?;
-    wait_for("newbank to be gone", STEP_TIMEOUT, || async { Ok(f.members.get_opt("newbank").await?.is_none().then_some(())) })
-        .await?;
-    let events = f.plane.kubectl(["-n", NAMESPACE, "get", "events", "--field-selector", "involvedObject.name=newbank"]).await?;
+    wait_for("newbank to be gone", STEP_TIMEOUT, || async {
+        Ok(f.members.get_opt("newbank").await?.is_none().then_some(()))
+    })
+    .await?;
+    let events =
+        f.plane.kubectl(["-n", NAMESPACE, "get", "events", "--field-selector", "involvedObject.name=newbank"]).await?;
     for reason in ["RemoveNode", "RevokeMemberCa", "LeftChain"] {
         ensure!(events.contains(reason), "no {reason} Event for newbank:\n{events}");
     }
@@ -216,7 +261,11 @@ spec:
         &invalid,
         "apiVersion: bcos.dev/v1alpha1\nkind: ConsortiumChain\nmetadata: {name: bad, namespace: bcos}\nspec:\n  chainId: 0\n  image: {repository: x}\n  version: '1'\n  foundingMembers: [a]\n  consensus: {mode: hotstuff}\n",
     )?;
-    let refused = f.plane.kubectl(["apply", "-f", &invalid.display().to_string()]).await.expect_err("an invalid chain is refused");
+    let refused = f
+        .plane
+        .kubectl(["apply", "-f", &invalid.display().to_string()])
+        .await
+        .expect_err("an invalid chain is refused");
     let refused = refused.to_string();
     ensure!(refused.contains("spec.chainId") && refused.contains("hotstuff"), "unclear refusal: {refused}");
     let orphan = f._dir.path().join("orphan.yaml");
@@ -228,7 +277,10 @@ spec:
     wait_for("the orphan to say what it waits for", STEP_TIMEOUT, || async {
         let member = f.members.get("orphan").await?;
         let conditions = member.status.map(|status| status.conditions).unwrap_or_default();
-        Ok(conditions.iter().find(|c| c.type_ == "Ready" && c.reason == "ChainNotFound" && c.message.contains("no-such-chain")).map(drop))
+        Ok(conditions
+            .iter()
+            .find(|c| c.type_ == "Ready" && c.reason == "ChainNotFound" && c.message.contains("no-such-chain"))
+            .map(drop))
     })
     .await?;
     let metrics = bcos_tests::http_client().get(format!("{}/metrics", f.operator.http())).send().await?.text().await?;

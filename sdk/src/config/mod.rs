@@ -82,7 +82,8 @@ pub(crate) fn write_yaml<T: serde::Serialize>(file: &Path, value: &T) -> Result<
 }
 
 pub(crate) fn to_yaml<T: serde::Serialize>(file: &Path, value: &T) -> Result<String, ConfigError> {
-    serde_yaml::to_string(value).map_err(|e| ConfigError::Write { file: file.to_owned(), source: std::io::Error::other(e) })
+    serde_yaml::to_string(value)
+        .map_err(|e| ConfigError::Write { file: file.to_owned(), source: std::io::Error::other(e) })
 }
 
 pub(crate) fn invalid(file: &Path, error: FieldError) -> ConfigError {

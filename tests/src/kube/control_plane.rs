@@ -121,7 +121,33 @@ impl ControlPlane {
         self.wait_for_service_account(name).await
     }
 
-    /// The last lines of `<name>.log` of the control plane's directory, for error messages.
+    /// A kubeconfig that authenticates as ServiceAccount `namespace/account` with its token, so a
+    /// process gets exactly the rights RBAC gives that account (as a Pod running as it would).
+    pub async fn service_account_kubeconfig(&self, namespace: &str, account: &str) -> anyhow::Result<PathBuf> {
+        let account_obj = self.wait_for_service_account_named(namespace, account).await?;
+        let secret_name = account_obj
+            .secrets
+            .iter()
+            .flatten()
+            .find_map(|reference| reference.name.clone())
+            .context("the ServiceAccount has no token Secret")?;
+        let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.client().await?, namespace);
+        let secret = secrets.get(&secret_name).await.with_context(|| format!("reading Secret {secret_name}"))?;
+        let token = secret.data.as_ref().and_then(|data| data.get("token")).context("the token Secret has no token")?;
+        let token = String::from_utf8(token.0.clone()).context("the token is not text")?;
+        let admin = Kubeconfig::read_from(&self.kubeconfig).context("reading the kubeconfig")?;
+        let cluster =
+            admin.clusters.first().and_then(|named| named.cluster.clone()).context("no cluster in the kubeconfig")?;
+        let server = cluster.server.context("no server in the kubeconfig")?;
+        let ca = cluster.certificate_authority.context("no certificate authority in the kubeconfig")?;
+        let file = self.dir.path().join(format!("{namespace}-{account}.kubeconfig"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"{server}\", certificate-authority: \"{ca}\"}}\nusers:\n- name: {account}\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: {account}}}\ncurrent-context: test\n"
+        );
+        std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+        Ok(file)
+    }
+
     /// The last lines of the control plane's `<name>.log`, for error messages.
     fn log_tail(&self, name: &str) -> String {
         let path = self.dir.path().join(format!("{name}.log"));
@@ -142,8 +168,13 @@ impl ControlPlane {
     /// exists and has a token Secret (its admission mounts that Secret into every Pod), which the
     /// controller manager creates.
     async fn wait_for_service_account(&self, namespace: &str) -> anyhow::Result<()> {
+        self.wait_for_service_account_named(namespace, "default").await.map(drop)
+    }
+
+    /// Waits until ServiceAccount `namespace/name` exists with its token Secret.
+    async fn wait_for_service_account_named(&self, namespace: &str, name: &str) -> anyhow::Result<ServiceAccount> {
         let accounts = Api::<ServiceAccount>::namespaced(self.client().await?, namespace);
-        let what = format!("the default ServiceAccount of namespace {namespace}");
+        let what = format!("ServiceAccount {name} of namespace {namespace} and its token");
         crate::wait_for(&what, SERVICE_ACCOUNT_TIMEOUT, || {
             let accounts = accounts.clone();
             async move {
@@ -153,12 +184,11 @@ impl ControlPlane {
                     bail!("kube-controller-manager exited (is another control plane running here?)");
                 }
                 // The API server may still be settling; only the deadline makes that an error.
-                let account = accounts.get_opt("default").await.ok().flatten();
+                let account = accounts.get_opt(name).await.ok().flatten();
                 Ok(account.filter(|account| account.secrets.as_ref().is_some_and(|secrets| !secrets.is_empty())))
             }
         })
-        .await?;
-        Ok(())
+        .await
     }
 }
 
