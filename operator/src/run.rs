@@ -30,6 +30,9 @@ use crate::{
     names,
 };
 
+/// How long reconciles in flight may take to finish once shutdown begins.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// How the operator runs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -114,8 +117,17 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
     };
     let until_stopped = futures::FutureExt::shared(Box::pin(until_stopped));
-    let controllers = run_controllers(&client, &options, ctx, until_stopped);
-    controllers.await;
+    let controllers = run_controllers(&client, &options, ctx, until_stopped.clone());
+    // Reconciles in flight may finish after a shutdown begins; but a controller stopped before
+    // its caches filled never finishes, so the wait is bounded (within the Pod's grace period).
+    let grace_expired = async {
+        until_stopped.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        () = controllers => {}
+        () = grace_expired => tracing::warn!("reconciles still running {SHUTDOWN_GRACE:?} after shutdown began; abandoned"),
+    }
     metrics.leader.set(0);
     let election = renewing.await?;
     if *stop.borrow() {

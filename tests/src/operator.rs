@@ -56,13 +56,27 @@ impl Drop for OperatorProcess {
     }
 }
 
+/// How long the operator may take to stop after SIGTERM (its Pod's grace period).
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// SIGTERM, then SIGKILL if it has not exited within [`STOP_TIMEOUT`]; whether it exited
+/// successfully on its own.
 fn terminate(child: &mut Child) -> anyhow::Result<bool> {
     if let Some(status) = child.try_wait()? {
         return Ok(status.success());
     }
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-    Ok(child.wait()?.success())
+    let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status.success());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill()?;
+    child.wait()?;
+    Ok(false)
 }
 
 /// A binary of this workspace: from `env`, or else from the Cargo target directory this test

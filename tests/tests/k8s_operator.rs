@@ -166,12 +166,14 @@ async fn manifests_become_a_chain_that_members_join_and_leave() -> anyhow::Resul
 async fn hand_over(f: Fixture) -> anyhow::Result<()> {
     ensure!(leads(&f.standby).await == Some(false), "the standby leads while the first replica does");
     // Bindings drop in reverse order: the operators first, the control plane last.
-    let Fixture { plane: _plane, runner: _runner, standby, mut operator, .. } = f;
+    let Fixture { plane: _plane, runner: _runner, mut standby, mut operator, .. } = f;
     ensure!(operator.stop()?, "the operator did not exit cleanly on SIGTERM");
     ensure!(operator.log().contains("released the leader lease"), "the lease was not released:\n{}", operator.log());
     wait_for("the standby to take over", STEP_TIMEOUT, || async { Ok(leads(&standby).await.filter(|leads| *leads)) })
         .await?;
     ensure!(standby.log().contains("leading"), "the standby never said it leads");
+    // Stopped at once after taking over, while its controllers are still starting, it exits too.
+    ensure!(standby.stop()?, "the new leader did not exit cleanly on SIGTERM:\n{}", standby.log());
     Ok(())
 }
 
@@ -197,6 +199,12 @@ async fn scenario(f: &Fixture) -> anyhow::Result<()> {
     assert_eq!(status.members.len(), 4);
     f.committing(bank_a, 3).await?;
     f.transfer(bank_a).await?;
+    // Four PBFT consensus nodes tolerate one fault: one consensus Pod may be disrupted at a time.
+    let budget = f
+        .plane
+        .kubectl(["-n", NAMESPACE, "get", "pdb", "trade-finance-consensus", "-o", "jsonpath={.spec.maxUnavailable}"])
+        .await?;
+    assert_eq!(budget.trim(), "1");
 
     // A deleted Pod comes back on the same data and catches up.
     let bank_b = "trade-finance-bank-b-0";
@@ -281,6 +289,25 @@ spec:
             .iter()
             .find(|c| c.type_ == "Ready" && c.reason == "ChainNotFound" && c.message.contains("no-such-chain"))
             .map(drop))
+    })
+    .await?;
+    // What the genesis fixed cannot change: the chain says so and applies nothing until undone.
+    let patch = |chain_id: u64| format!("{{\"spec\":{{\"chainId\":{chain_id}}}}}");
+    f.plane.kubectl(["-n", NAMESPACE, "patch", "consortiumchain", CHAIN, "--type", "merge", "-p", &patch(7)]).await?;
+    wait_for("the chain to refuse the new chain id", STEP_TIMEOUT, || async {
+        let conditions = f.chain().await?.status.map(|status| status.conditions).unwrap_or_default();
+        Ok(conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "ImmutableFieldChanged")
+            .map(drop))
+    })
+    .await?;
+    f.plane
+        .kubectl(["-n", NAMESPACE, "patch", "consortiumchain", CHAIN, "--type", "merge", "-p", &patch(20200)])
+        .await?;
+    wait_for("the chain to recover once the chain id is back", STEP_TIMEOUT, || async {
+        let conditions = f.chain().await?.status.map(|status| status.conditions).unwrap_or_default();
+        Ok(conditions.iter().find(|c| c.type_ == "Degraded" && c.status == "False").map(drop))
     })
     .await?;
     let metrics = bcos_tests::http_client().get(format!("{}/metrics", f.operator.http())).send().await?.text().await?;
