@@ -75,6 +75,15 @@ fn text(secret: &Secret, name: &str, key: &str) -> Result<String, IdentityError>
         .map_err(|_| IdentityError::Invalid { name: name.to_owned(), reason: format!("{key} is not UTF-8 text") })
 }
 
+/// A Secret's 32-byte hex key under `key`.
+fn hex_secret(secret: &Secret, name: &str, key: &str) -> Result<[u8; 32], IdentityError> {
+    let text = text(secret, name, key)?;
+    hex::decode(text.trim()).ok().and_then(|bytes| bytes.try_into().ok()).ok_or_else(|| IdentityError::Invalid {
+        name: name.to_owned(),
+        reason: format!("{key} is not a 32-byte hex key"),
+    })
+}
+
 fn secret(
     name: &str,
     namespace: &str,
@@ -182,14 +191,8 @@ pub async fn admin_key(
         ))
     })
     .await?;
-    let hex_key = text(&secret_obj, &name, names::ADMIN_KEY_KEY)?;
-    let bytes: [u8; 32] =
-        hex::decode(hex_key.trim()).ok().and_then(|bytes| bytes.try_into().ok()).ok_or_else(|| {
-            IdentityError::Invalid { name: name.clone(), reason: "admin.key is not a 32-byte hex key".into() }
-        })?;
-    AccountKey::from_secret(bytes).ok_or_else(|| IdentityError::Invalid {
-        name: name.clone(),
-        reason: "admin.key is not a valid secp256k1 key".into(),
+    AccountKey::from_secret(hex_secret(&secret_obj, &name, names::ADMIN_KEY_KEY)?).ok_or_else(|| {
+        IdentityError::Invalid { name: name.clone(), reason: "admin.key is not a valid secp256k1 key".into() }
     })
 }
 
@@ -245,13 +248,13 @@ pub async fn node_identities(
     owner: OwnerReference,
 ) -> Result<(BTreeMap<String, B256>, usize), IdentityError> {
     let name = names::node_keys_secret(chain, member);
-    let issue = |pod: &str| -> Result<(String, String, B256), IdentityError> {
+    let issue = |pod: &str| -> Result<(String, String), IdentityError> {
         let key = NodeKey::generate();
         let chain_pem = member_ca
             .issue_node_chain(&key.node_id(), validity(validity_days))
             .map_err(|source| IdentityError::Issue { what: format!("the certificate of {pod}"), source })?
             .pem();
-        Ok((hex::encode(key.secret()), chain_pem, key.node_id()))
+        Ok((hex::encode(key.secret()), chain_pem))
     };
     let (mut secret_obj, _) = get_or_create(api, &name, || {
         Ok(secret(&name, namespace, names::member_labels(chain, member), owner.clone(), BTreeMap::new()))
@@ -263,7 +266,7 @@ pub async fn node_identities(
         if data.contains_key(&names::node_key_file(pod)) {
             continue;
         }
-        let (key, chain_pem, _) = issue(pod)?;
+        let (key, chain_pem) = issue(pod)?;
         data.insert(names::node_key_file(pod), ByteString(key.into_bytes()));
         data.insert(names::node_cert_file(pod), ByteString(chain_pem.into_bytes()));
         created += 1;
@@ -275,12 +278,8 @@ pub async fn node_identities(
     }
     let mut ids = BTreeMap::new();
     for pod in pods {
-        let hex_key = text(&secret_obj, &name, &names::node_key_file(pod))?;
-        let bytes: [u8; 32] =
-            hex::decode(hex_key.trim()).ok().and_then(|bytes| bytes.try_into().ok()).ok_or_else(|| {
-                IdentityError::Invalid { name: name.clone(), reason: format!("{pod}.key is not a 32-byte hex key") }
-            })?;
-        ids.insert(pod.clone(), NodeKey::from_secret(bytes).node_id());
+        let secret_key = hex_secret(&secret_obj, &name, &names::node_key_file(pod))?;
+        ids.insert(pod.clone(), NodeKey::from_secret(secret_key).node_id());
     }
     Ok((ids, created))
 }
@@ -296,15 +295,9 @@ pub async fn recorded_node_ids(
         return Ok(BTreeMap::new());
     };
     let mut ids = BTreeMap::new();
-    for (key, value) in secret_obj.data.iter().flatten() {
+    for key in secret_obj.data.iter().flat_map(BTreeMap::keys) {
         let Some(pod) = key.strip_suffix(".key") else { continue };
-        let hex_key = String::from_utf8_lossy(&value.0);
-        let bytes: Option<[u8; 32]> = hex::decode(hex_key.trim()).ok().and_then(|bytes| bytes.try_into().ok());
-        let bytes = bytes.ok_or_else(|| IdentityError::Invalid {
-            name: name.clone(),
-            reason: format!("{key} is not a 32-byte hex key"),
-        })?;
-        ids.insert(pod.to_owned(), NodeKey::from_secret(bytes).node_id());
+        ids.insert(pod.to_owned(), NodeKey::from_secret(hex_secret(&secret_obj, &name, key)?).node_id());
     }
     Ok(ids)
 }

@@ -30,8 +30,6 @@ pub struct PodEndpoint {
     pub ready: bool,
     /// Its `bcos.dev/node-type` label.
     pub node_type_label: Option<String>,
-    /// Its container image.
-    pub image: Option<String>,
 }
 
 impl PodEndpoint {
@@ -45,7 +43,6 @@ impl PodEndpoint {
             ip: status.and_then(|status| status.pod_ip.as_deref()).and_then(|ip| ip.parse().ok()),
             ready: ready && pod.metadata.deletion_timestamp.is_none(),
             node_type_label: pod.labels().get(names::NODE_TYPE_LABEL).cloned(),
-            image: pod.spec.as_ref().and_then(|spec| spec.containers.first()).and_then(|c| c.image.clone()),
         }
     }
 

@@ -142,8 +142,7 @@ async fn apply(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action, Error> 
 
     let pods = pods_api(&ctx, &namespace);
     let setting = Setting { chain, chain_name: chain_name.clone(), namespace: namespace.clone() };
-    let registered_beyond = registered_beyond_spec(&status, &member);
-    let replicas = plan::desired_nodes(&member).max(registered_beyond);
+    let replicas = replicas_to_keep(&status, &member);
     let pod_names: Vec<String> = (0..replicas).map(|ordinal| names::pod(&chain_name, &member_name, ordinal)).collect();
     let (node_ids, issued) = identity::node_identities(
         &secrets,
@@ -297,8 +296,9 @@ fn pods_api(ctx: &Context, namespace: &str) -> Api<Pod> {
     Api::namespaced(ctx.client.clone(), namespace)
 }
 
-/// Nodes beyond the spec's count that the registry still holds: they stay until removed.
-fn registered_beyond_spec(status: &MemberStatus, member: &Member) -> u32 {
+/// The spec's node count, or more while nodes beyond it are still in the registry: a node
+/// leaves the registry before its Pod goes, so the chain never counts on a node that is gone.
+fn replicas_to_keep(status: &MemberStatus, member: &Member) -> u32 {
     let desired = plan::desired_nodes(member);
     let last_registered = status
         .nodes
