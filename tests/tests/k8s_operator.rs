@@ -145,6 +145,78 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Every node Pod of the four founding members.
+const FOUNDER_PODS: [&str; 5] = [
+    "trade-finance-bank-a-0",
+    "trade-finance-bank-a-1",
+    "trade-finance-bank-b-0",
+    "trade-finance-logistics-0",
+    "trade-finance-insurer-0",
+];
+
+/// pbft -> raft -> pbft by editing the resource while transfers keep coming: each switch is
+/// scheduled on chain, every node reports the new mode, every node has the same block at the
+/// switch height, and every transfer sent meanwhile commits.
+async fn switch_consensus_under_load(f: &Fixture) -> anyhow::Result<()> {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let switching = async {
+        let result = async {
+            let mut heights = Vec::new();
+            for mode in ["raft", "pbft"] {
+                let patch = format!("{{\"spec\":{{\"consensus\":{{\"mode\":\"{mode}\"}}}}}}");
+                f.plane
+                    .kubectl(["-n", NAMESPACE, "patch", "consortiumchain", CHAIN, "--type", "merge", "-p", &patch])
+                    .await?;
+                let last_seen = std::sync::Mutex::new(String::new());
+                let height = wait_for(&format!("every node to run {mode}"), STEP_TIMEOUT, || async {
+                    let status = f.chain().await?.status.unwrap_or_default();
+                    let all_switched =
+                        status.consensus_mode.as_deref() == Some(mode) && status.pending_consensus_mode.is_none();
+                    if let Ok(mut last) = last_seen.lock() {
+                        *last = format!("{status:?}");
+                    }
+                    Ok(status.consensus_switch_height.filter(|_| all_switched))
+                })
+                .await
+                .with_context(|| {
+                    format!("last chain status: {}", last_seen.lock().map(|s| s.clone()).unwrap_or_default())
+                })?;
+                let mut hashes = std::collections::BTreeSet::new();
+                for pod in FOUNDER_PODS {
+                    let url = f.rpc(pod)?.parse()?;
+                    let provider = alloy::providers::RootProvider::<alloy::network::Ethereum>::new(rpc_client(url));
+                    let block = provider
+                        .get_block_by_number(height.into())
+                        .await?
+                        .with_context(|| format!("{pod} lacks block {height}"))?;
+                    hashes.insert(block.header.hash);
+                }
+                ensure!(hashes.len() == 1, "the nodes disagree on block {height} where {mode} took over: {hashes:?}");
+                f.committing("trade-finance-bank-b-0", 3).await?;
+                heights.push(height);
+            }
+            Ok::<_, anyhow::Error>(heights)
+        }
+        .await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    };
+    let loading = async {
+        let mut committed = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            f.transfer("trade-finance-bank-a-0").await?;
+            committed += 1;
+        }
+        Ok::<_, anyhow::Error>(committed)
+    };
+    let (heights, committed) = tokio::join!(switching, loading);
+    let (heights, committed) = (heights?, committed?);
+    ensure!(heights[0] < heights[1], "switch heights {heights:?} are not in order");
+    ensure!(committed >= 3, "only {committed} transfers went through during the switches");
+    eprintln!("consensus switches at blocks {heights:?}; {committed} transfers committed meanwhile");
+    Ok(())
+}
+
 /// The RocksDB identity of a node's data on its claim: it changes only if the data is recreated.
 fn data_identity(runner_root: &Path, pod: &str) -> anyhow::Result<String> {
     let file = runner_root.join("claims").join(NAMESPACE).join(format!("data-{pod}")).join("data/chain/IDENTITY");
@@ -262,6 +334,8 @@ spec:
     .await?;
     f.committing(bank_a, 3).await?;
     f.transfer(bank_a).await?;
+
+    switch_consensus_under_load(f).await?;
 
     // Invalid input: refused by the schema, or reported in a condition.
     let invalid = f._dir.path().join("invalid.yaml");

@@ -4,14 +4,17 @@
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::{Api, Resource, ResourceExt, api::PostParams, runtime::controller::Action};
 
-use super::{Context, Error, RESYNC, WAIT, kube_err, patch_status};
+use super::{
+    Context, Error, RESYNC, WAIT, kube_err, patch_status,
+    settings::{self, Change},
+};
 use crate::{
     conditions::{self, DEGRADED, PROGRESSING, READY},
     crd::{ChainPhase, ConsortiumChain, ConsortiumChainStatus, Member, NodeCounts, NodeType},
-    identity, names,
+    identity, names, nodes,
     plan::{self, NodeIdentity},
 };
 
@@ -139,6 +142,9 @@ pub async fn reconcile(chain: Arc<ConsortiumChain>, ctx: Arc<Context>) -> Result
 
     let members = chain_members(&ctx, &namespace, &name).await?;
     summarize(&mut status, &chain, &members);
+    if status.phase == ChainPhase::Running {
+        apply_settings(&chain, &ctx, &namespace, &admin, &mut status).await?;
+    }
     let fault_budget = chain.spec.consensus.mode.fault_budget(status.nodes.consensus.max(1));
     ctx.apply_disruption_budget(
         &namespace,
@@ -151,6 +157,41 @@ pub async fn reconcile(chain: Arc<ConsortiumChain>, ctx: Arc<Context>) -> Result
     status.observed_generation = generation;
     patch_status(&chains, chain.as_ref(), &status).await?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// Proposes what `spec.consensus` changes on chain, and reports it in Events.
+async fn apply_settings(
+    chain: &ConsortiumChain,
+    ctx: &Context,
+    namespace: &str,
+    admin: &bcos_sdk::crypto::AccountKey,
+    status: &mut ConsortiumChainStatus,
+) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("{}={}", names::CHAIN_LABEL, chain.name_any());
+    let chain_pods = nodes::pods(&pods, &selector).await.map_err(kube_err("listing Pods"))?;
+    let Some(mut governor) = nodes::governor(&chain_pods, admin).await else { return Ok(()) };
+    let change = settings::reconcile(&mut governor, &chain.spec.consensus, status)
+        .await
+        .map_err(|source| Error::Governance { what: "changing the consensus settings".into(), source })?;
+    let (warning, reason, note) = match change {
+        None => return Ok(()),
+        Some(Change::SwitchScheduled { mode, height, pending_votes: false }) => {
+            (false, "ConsensusSwitchScheduled", format!("every node switches to {mode} at block {height}"))
+        }
+        Some(Change::SwitchScheduled { mode, height, pending_votes: true }) => {
+            (false, "ConsensusSwitchProposed", format!("switch to {mode} at block {height} awaits committee votes"))
+        }
+        Some(Change::SettingChanged { key, value, pending_votes: false }) => {
+            (false, "SystemConfigChanged", format!("{key} is {value} from the next block"))
+        }
+        Some(Change::SettingChanged { key, value, pending_votes: true }) => {
+            (false, "SystemConfigProposed", format!("{key} = {value} awaits committee votes"))
+        }
+        Some(Change::Refused { what, reason }) => (true, "SettingRefused", format!("{what}: {reason}")),
+    };
+    ctx.event(chain, warning, reason, note).await;
+    Ok(())
 }
 
 /// A change to what the genesis fixed: the chain id, or the founding members.

@@ -4,6 +4,7 @@
 
 pub mod chain;
 pub mod member;
+pub mod settings;
 
 use std::{sync::Arc, time::Duration};
 
@@ -170,13 +171,21 @@ pub const RESYNC: Duration = Duration::from_secs(10);
 /// How soon a resource waiting for something is looked at again.
 pub const WAIT: Duration = Duration::from_secs(3);
 
-/// Patches `status` into the status subresource of `object`.
+/// Writes `status` to the status subresource of `object` by server-side apply: a field the
+/// operator set before and leaves out now (a switch no longer pending) is removed, which a merge
+/// patch would keep.
 pub async fn patch_status<K>(api: &Api<K>, object: &K, status: impl Serialize) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let name = object.name_any();
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "status": status })))
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"name": name},
+        "status": status,
+    });
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
         .await
         .map_err(kube_err(format!("updating the status of {} {name}", K::kind(&()))))?;
     Ok(())
@@ -210,8 +219,11 @@ where
             message,
             generation,
         );
-        if let Err(error) = patch_status(&api, object.as_ref(), &status).await {
-            tracing::warn!(%error, "cannot report the reconcile error in the status");
+        match patch_status(&api, object.as_ref(), &status).await {
+            // The object is gone (a finalizer let go meanwhile): nothing to report on.
+            Err(Error::Kube { source: kube::Error::Api(response), .. }) if response.code == 404 => {}
+            Err(error) => tracing::warn!(%error, "cannot report the reconcile error in the status"),
+            Ok(()) => {}
         }
     });
 }

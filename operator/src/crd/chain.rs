@@ -47,6 +47,7 @@ impl ConsensusMode {
     shortname = "chain",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".status.consensusMode"}"#,
+    printcolumn = r#"{"name":"Switching-To","type":"string","jsonPath":".status.pendingConsensusMode"}"#,
     printcolumn = r#"{"name":"Height","type":"integer","jsonPath":".status.height"}"#,
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.nodes.ready"}"#,
     printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.nodes.desired"}"#,
@@ -333,9 +334,18 @@ pub struct ConsortiumChainStatus {
     /// Members of the chain (founding and joined), by name.
     #[serde(default)]
     pub members: Vec<String>,
-    /// The consensus mode the nodes report.
+    /// The consensus mode every node reports (unset while they disagree, as during a switch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consensus_mode: Option<String>,
+    /// A consensus mode scheduled on chain and not yet in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_consensus_mode: Option<String>,
+    /// The height the latest consensus switch takes (or took) effect at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consensus_switch_height: Option<u64>,
+    /// A settings proposal of the operator's that awaits other committee members' votes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_change: Option<super::PendingProposal>,
     /// Software versions the nodes report, each once.
     #[serde(default)]
     pub versions: Vec<String>,
