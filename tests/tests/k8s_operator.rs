@@ -185,10 +185,11 @@ async fn switch_consensus_under_load(f: &Fixture) -> anyhow::Result<()> {
                 for pod in FOUNDER_PODS {
                     let url = f.rpc(pod)?.parse()?;
                     let provider = alloy::providers::RootProvider::<alloy::network::Ethereum>::new(rpc_client(url));
-                    let block = provider
-                        .get_block_by_number(height.into())
-                        .await?
-                        .with_context(|| format!("{pod} lacks block {height}"))?;
+                    // An observer may still be a block or two behind.
+                    let block = wait_for(&format!("{pod} to have block {height}"), STEP_TIMEOUT, || async {
+                        Ok(provider.get_block_by_number(height.into()).await?)
+                    })
+                    .await?;
                     hashes.insert(block.header.hash);
                 }
                 ensure!(hashes.len() == 1, "the nodes disagree on block {height} where {mode} took over: {hashes:?}");

@@ -5,7 +5,7 @@
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::{Api, Resource, ResourceExt, api::PostParams, runtime::controller::Action};
+use kube::{Api, ResourceExt, api::PostParams, runtime::controller::Action};
 
 use super::{
     Context, Error, RESYNC, WAIT, kube_err, patch_status,
@@ -37,7 +37,7 @@ pub async fn reconcile(chain: Arc<ConsortiumChain>, ctx: Arc<Context>) -> Result
         return Ok(Action::requeue(RESYNC * 6));
     }
 
-    let owner = chain.controller_owner_ref(&()).ok_or_else(|| Error::Finalizer("chain has no uid".into()))?;
+    let owner = super::owner_of(chain.as_ref())?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let (ca, ca_created) = identity::chain_ca(
         &secrets,
@@ -288,15 +288,18 @@ fn summarize(status: &mut ConsortiumChainStatus, chain: &ConsortiumChain, member
                 NodeType::None => {}
             }
             versions.extend(node.version.clone());
-            modes.extend(node.consensus_mode.clone());
+            // A node that did not answer counts as a mode of its own: unknown.
+            modes.insert(node.consensus_mode.clone());
             height = height.max(node.height.unwrap_or_default());
         }
     }
     status.members = members.iter().map(ResourceExt::name_any).collect();
     status.nodes = counts;
     status.versions = versions.into_iter().collect();
+    // The chain's mode is the one every node reports; during a switch, or while a node is silent,
+    // there is none.
     status.consensus_mode = match modes.len() {
-        1 => modes.into_iter().next(),
+        1 => modes.into_iter().next().flatten(),
         _ => None,
     };
     status.height = status.height.max(height);

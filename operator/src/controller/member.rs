@@ -104,8 +104,8 @@ async fn apply(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action, Error> 
     };
     status.founding = chain.spec.founding_members.contains(&member_name);
 
-    let owner = member.controller_owner_ref(&()).ok_or_else(|| Error::Finalizer("member has no uid".into()))?;
-    let chain_owner = chain.controller_owner_ref(&()).ok_or_else(|| Error::Finalizer("chain has no uid".into()))?;
+    let owner = super::owner_of(member.as_ref())?;
+    let chain_owner = super::owner_of(&chain)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let (chain_ca, _) = identity::chain_ca(
         &secrets,
@@ -204,13 +204,7 @@ async fn apply(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action, Error> 
     let chain_pods =
         nodes::pods(&pods, &format!("{}={chain_name}", names::CHAIN_LABEL)).await.map_err(kube_err("listing Pods"))?;
     let mut node_statuses = observe(&member, &own_pods, &node_ids, &pod_names).await;
-    let admin = identity::admin_key(
-        &secrets,
-        &chain_name,
-        &namespace,
-        setting.chain.controller_owner_ref(&()).ok_or_else(|| Error::Finalizer("chain has no uid".into()))?,
-    )
-    .await?;
+    let admin = identity::admin_key(&secrets, &chain_name, &namespace, super::owner_of(&setting.chain)?).await?;
     let chain_height = chain_height(&setting, &node_statuses);
 
     let mut governor = nodes::governor(&chain_pods, &admin).await;

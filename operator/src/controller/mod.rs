@@ -144,6 +144,16 @@ pub enum Error {
     /// The finalizer machinery failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// An object read from the API server lacks its uid, so nothing can name it as owner.
+    #[error("{0} has no uid")]
+    NoUid(String),
+}
+
+/// The owner reference of `object`, which every object the operator makes for it carries.
+pub fn owner_of<K: Resource<DynamicType = ()>>(
+    object: &K,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference, Error> {
+    object.controller_owner_ref(&()).ok_or_else(|| Error::NoUid(format!("{} {}", K::kind(&()), object.name_any())))
 }
 
 impl Error {
@@ -156,6 +166,7 @@ impl Error {
             Self::Encode(_) => "encode",
             Self::Config(_) => "config",
             Self::Finalizer(_) => "finalizer",
+            Self::NoUid(_) => "no_uid",
         }
     }
 }
