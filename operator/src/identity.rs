@@ -13,9 +13,9 @@ use k8s_openapi::{
     ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta,
     apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
-use kube::{Api, api::PostParams};
+use kube::{Api, ResourceExt, api::PostParams};
 
-use crate::names;
+use crate::{crd::ConsortiumChain, names};
 
 /// A key or certificate that could not be read, made or stored.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +75,30 @@ fn text(secret: &Secret, name: &str, key: &str) -> Result<String, IdentityError>
         .map_err(|_| IdentityError::Invalid { name: name.to_owned(), reason: format!("{key} is not UTF-8 text") })
 }
 
+/// A CA's Secret: its certificate and key PEMs.
+fn ca_secret(
+    name: &str,
+    namespace: &str,
+    labels: BTreeMap<String, String>,
+    owner: OwnerReference,
+    cert_pem: &str,
+    key_pem: String,
+) -> Secret {
+    let data =
+        BTreeMap::from([(names::CA_CERT_KEY.to_owned(), cert_pem.to_owned()), (names::CA_KEY_KEY.to_owned(), key_pem)]);
+    secret(name, namespace, labels, owner, data)
+}
+
+/// The certificate and key PEMs of a CA's Secret.
+fn ca_pems(secret: &Secret, name: &str) -> Result<(String, String), IdentityError> {
+    Ok((text(secret, name, names::CA_CERT_KEY)?, text(secret, name, names::CA_KEY_KEY)?))
+}
+
+/// Maps a CA that does not load to an error naming its Secret.
+fn invalid(name: &str) -> impl FnOnce(bcos_sdk::pki::PkiError) -> IdentityError + '_ {
+    move |error| IdentityError::Invalid { name: name.to_owned(), reason: error.to_string() }
+}
+
 /// A Secret's 32-byte hex key under `key`.
 fn hex_secret(secret: &Secret, name: &str, key: &str) -> Result<[u8; 32], IdentityError> {
     let text = text(secret, name, key)?;
@@ -124,65 +148,47 @@ async fn get_or_create(
     }
 }
 
-/// The chain CA: from `existing` (a user's Secret), or the operator's own, created on first use.
-/// The flag says whether it was created now.
+/// The chain CA: from `spec.ca.existingSecret` (a user's Secret), or the operator's own,
+/// created on first use and owned by `owner` (the chain). The flag says whether it was created now.
 pub async fn chain_ca(
     api: &Api<Secret>,
-    chain: &str,
-    namespace: &str,
-    existing: Option<&str>,
-    validity_days: u32,
+    chain: &ConsortiumChain,
     owner: OwnerReference,
 ) -> Result<(ChainCa, bool), IdentityError> {
-    let (name, created) = match existing {
-        Some(name) => (name.to_owned(), None),
+    let chain_name = chain.name_any();
+    let (name, secret_obj, created) = match &chain.spec.ca.existing_secret {
+        Some(name) => (name.clone(), api.get(name).await.map_err(kube_err(name))?, false),
         None => {
-            let name = names::chain_ca_secret(chain);
+            let name = names::chain_ca_secret(&chain_name);
             let (secret_obj, created) = get_or_create(api, &name, || {
-                let ca = ChainCa::generate(chain, validity(validity_days))
+                let ca = ChainCa::generate(&chain_name, validity(chain.spec.ca.validity_days))
                     .map_err(|source| IdentityError::Issue { what: "the chain CA".into(), source })?;
-                Ok(secret(
-                    &name,
-                    namespace,
-                    names::chain_labels(chain),
-                    owner,
-                    BTreeMap::from([
-                        (names::CA_CERT_KEY.to_owned(), ca.cert().pem().to_owned()),
-                        (names::CA_KEY_KEY.to_owned(), ca.key_pem()),
-                    ]),
-                ))
+                let namespace = chain.namespace().unwrap_or_default();
+                Ok(ca_secret(&name, &namespace, names::chain_labels(&chain_name), owner, ca.cert().pem(), ca.key_pem()))
             })
             .await?;
-            (name, Some((secret_obj, created)))
+            (name, secret_obj, created)
         }
     };
-    let (secret_obj, created) = match created {
-        Some(found) => found,
-        None => (api.get(&name).await.map_err(kube_err(&name))?, false),
-    };
-    let ca = ChainCa::from_pem(
-        &text(&secret_obj, &name, names::CA_CERT_KEY)?,
-        &text(&secret_obj, &name, names::CA_KEY_KEY)?,
-        &format!("Secret {name}"),
-    )
-    .map_err(|e| IdentityError::Invalid { name: name.clone(), reason: e.to_string() })?;
+    let (cert, key) = ca_pems(&secret_obj, &name)?;
+    let ca = ChainCa::from_pem(&cert, &key, &format!("Secret {name}")).map_err(invalid(&name))?;
     Ok((ca, created))
 }
 
 /// The operator's governance account of `chain`, created on first use.
 pub async fn admin_key(
     api: &Api<Secret>,
-    chain: &str,
-    namespace: &str,
+    chain: &ConsortiumChain,
     owner: OwnerReference,
 ) -> Result<AccountKey, IdentityError> {
-    let name = names::admin_secret(chain);
+    let chain_name = chain.name_any();
+    let name = names::admin_secret(&chain_name);
     let (secret_obj, _) = get_or_create(api, &name, || {
         let key = AccountKey::generate();
         Ok(secret(
             &name,
-            namespace,
-            names::chain_labels(chain),
+            &chain.namespace().unwrap_or_default(),
+            names::chain_labels(&chain_name),
             owner,
             BTreeMap::from([
                 (names::ADMIN_KEY_KEY.to_owned(), hex::encode(key.secret())),
@@ -213,24 +219,11 @@ pub async fn member_ca(
         let ca = chain_ca
             .issue_member_ca(institution, validity(validity_days))
             .map_err(|source| IdentityError::Issue { what: format!("the member CA of {member}"), source })?;
-        Ok(secret(
-            &name,
-            namespace,
-            names::member_labels(chain, member),
-            owner,
-            BTreeMap::from([
-                (names::CA_CERT_KEY.to_owned(), ca.cert().pem().to_owned()),
-                (names::CA_KEY_KEY.to_owned(), ca.key_pem()),
-            ]),
-        ))
+        Ok(ca_secret(&name, namespace, names::member_labels(chain, member), owner, ca.cert().pem(), ca.key_pem()))
     })
     .await?;
-    let ca = MemberCa::from_pem(
-        &text(&secret_obj, &name, names::CA_CERT_KEY)?,
-        &text(&secret_obj, &name, names::CA_KEY_KEY)?,
-        &format!("Secret {name}"),
-    )
-    .map_err(|e| IdentityError::Invalid { name: name.clone(), reason: e.to_string() })?;
+    let (cert, key) = ca_pems(&secret_obj, &name)?;
+    let ca = MemberCa::from_pem(&cert, &key, &format!("Secret {name}")).map_err(invalid(&name))?;
     Ok((ca, created))
 }
 

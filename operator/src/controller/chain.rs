@@ -39,15 +39,7 @@ pub async fn reconcile(chain: Arc<ConsortiumChain>, ctx: Arc<Context>) -> Result
 
     let owner = super::owner_of(chain.as_ref())?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let (ca, ca_created) = identity::chain_ca(
-        &secrets,
-        &name,
-        &namespace,
-        chain.spec.ca.existing_secret.as_deref(),
-        chain.spec.ca.validity_days,
-        owner.clone(),
-    )
-    .await?;
+    let (ca, ca_created) = identity::chain_ca(&secrets, &chain, owner.clone()).await?;
     if ca_created {
         ctx.event(
             chain.as_ref(),
@@ -57,7 +49,7 @@ pub async fn reconcile(chain: Arc<ConsortiumChain>, ctx: Arc<Context>) -> Result
         )
         .await;
     }
-    let admin = identity::admin_key(&secrets, &name, &namespace, owner.clone()).await?;
+    let admin = identity::admin_key(&secrets, &chain, owner.clone()).await?;
     ctx.apply(&plan::peer_service(&name, &namespace, owner.clone())).await?;
 
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);

@@ -107,15 +107,7 @@ async fn apply(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action, Error> 
     let owner = super::owner_of(member.as_ref())?;
     let chain_owner = super::owner_of(&chain)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let (chain_ca, _) = identity::chain_ca(
-        &secrets,
-        &chain_name,
-        &namespace,
-        chain.spec.ca.existing_secret.as_deref(),
-        chain.spec.ca.validity_days,
-        chain_owner,
-    )
-    .await?;
+    let (chain_ca, _) = identity::chain_ca(&secrets, &chain, chain_owner.clone()).await?;
     let institution =
         Institution { name: member.spec.institution.name.clone(), id: member.spec.institution.id.clone() };
     let (member_ca, created) = identity::member_ca(
@@ -204,7 +196,7 @@ async fn apply(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action, Error> 
     let chain_pods =
         nodes::pods(&pods, &format!("{}={chain_name}", names::CHAIN_LABEL)).await.map_err(kube_err("listing Pods"))?;
     let mut node_statuses = observe(&member, &own_pods, &node_ids, &pod_names).await;
-    let admin = identity::admin_key(&secrets, &chain_name, &namespace, super::owner_of(&setting.chain)?).await?;
+    let admin = identity::admin_key(&secrets, &setting.chain, chain_owner).await?;
     let chain_height = chain_height(&setting, &node_statuses);
 
     let mut governor = nodes::governor(&chain_pods, &admin).await;
@@ -487,7 +479,7 @@ async fn leave(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action, Error> 
     };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let Some(chain_owner) = chain.controller_owner_ref(&()) else { return Ok(Action::await_change()) };
-    let admin = identity::admin_key(&secrets, &chain_name, &namespace, chain_owner).await?;
+    let admin = identity::admin_key(&secrets, &chain, chain_owner).await?;
     let pods = pods_api(&ctx, &namespace);
     let chain_pods =
         nodes::pods(&pods, &format!("{}={chain_name}", names::CHAIN_LABEL)).await.map_err(kube_err("listing Pods"))?;
