@@ -338,4 +338,8 @@ pub trait Engine {
 
     /// The current round (PBFT view, Raft term).
     fn round(&self) -> u64;
+
+    /// The node leading the current round, when this node knows it (a Raft follower between
+    /// elections does not).
+    fn current_leader(&self) -> Option<NodeId>;
 }

@@ -15,7 +15,7 @@ use tokio::{sync::watch, task::JoinSet};
 use crate::{
     chain::{Chain, ChainError, now_ms},
     consensus::{
-        driver::{Driver, Readiness, registered_nodes, registered_peers},
+        driver::{Driver, LiveState, registered_nodes, registered_peers},
         solo::SoloSealer,
         switch::ConsensusEngine,
     },
@@ -105,12 +105,12 @@ pub struct RunningNode {
 /// A single consensus node is its own quorum: once started it is as current as the chain. A
 /// node with peers is ready once it is current with them.
 struct NodeHealth {
-    consensus: Option<Arc<Readiness>>,
+    live: Arc<LiveState>,
 }
 
 impl Health for NodeHealth {
     fn ready(&self) -> Result<(), String> {
-        self.consensus.as_ref().map_or(Ok(()), |readiness| readiness.check())
+        self.live.check()
     }
 }
 
@@ -138,10 +138,12 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
     let restored = pool.restore()?;
     tracing::info!(target: "service", height = store.head_number(), restored, %node_id, "chain opened");
 
+    let live = Arc::new(if config.p2p.is_none() { LiveState::solo() } else { LiveState::default() });
     let api = Arc::new(NodeApi {
         chain: chain.clone(),
         pool: pool.clone(),
         node_id,
+        live: live.clone(),
         metrics: RpcMetrics::register(&registry),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -181,12 +183,11 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
             "this node is not in the node registry of its local chain; it follows as an observer until it syncs its registration"
         );
     }
-    let consensus = match &config.p2p {
+    match &config.p2p {
         None if consensus_nodes == [node_id] && registered == [node_id] => {
             let sealer = SoloSealer::new(chain, pool, key);
             let sealer_shutdown = shutdown_rx.clone();
             tasks.spawn(async move { sealer.run(sealer_shutdown).await.map_err(ServiceError::from) });
-            None
         }
         None => {
             return Err(ServiceError::Unsupported(format!(
@@ -196,12 +197,12 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
         }
         Some(p2p) => {
             let certificates = node_certificates(p2p, &genesis, &key, revoked, &registry)?;
-            let network = NetworkSetup { p2p, certificates };
-            Some(start_consensus(network, &key, chain, pool, &registry, &mut tasks, shutdown_rx.clone()).await?)
+            let setup = ConsensusSetup { p2p, certificates, live: live.clone() };
+            start_consensus(setup, &key, chain, pool, &registry, &mut tasks, shutdown_rx.clone()).await?;
         }
-    };
+    }
     let metrics_shutdown = wait_for(shutdown_rx.clone());
-    let health = Arc::new(NodeHealth { consensus });
+    let health = Arc::new(NodeHealth { live });
     tasks.spawn(async move {
         crate::metrics::serve(metrics_listener, registry, health, metrics_shutdown).await?;
         Ok(())
@@ -221,10 +222,12 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
     })
 }
 
-/// What the network is started with.
-struct NetworkSetup<'a> {
+/// What the network and the consensus driver are started with.
+struct ConsensusSetup<'a> {
     p2p: &'a P2pConfig,
     certificates: Option<Certificates>,
+    /// Where the driver publishes readiness, leadership and peers for the probe and the APIs.
+    live: Arc<LiveState>,
 }
 
 /// This node's certificates for peer admission: required when the genesis names a chain CA, and
@@ -261,14 +264,14 @@ fn node_certificates(
 /// Starts the network and the consensus engine in force for the next block (none, for an
 /// observer).
 async fn start_consensus(
-    setup: NetworkSetup<'_>,
+    setup: ConsensusSetup<'_>,
     key: &NodeKey,
     chain: Arc<Chain>,
     pool: Arc<TxPool>,
     registry: &Registry,
     tasks: &mut JoinSet<Result<(), ServiceError>>,
     shutdown: watch::Receiver<bool>,
-) -> Result<Arc<Readiness>, ServiceError> {
+) -> Result<(), ServiceError> {
     let p2p = setup.p2p;
     let revoked = setup.certificates.as_ref().map(|certificates| certificates.revoked.clone());
     let mut bootstrap = Vec::new();
@@ -305,9 +308,9 @@ async fn start_consensus(
     if let Some(revoked) = revoked {
         driver = driver.follow_revocations_into(revoked)?;
     }
-    let readiness = driver.readiness();
+    let driver = driver.publishing_into(setup.live);
     tasks.spawn(async move { driver.run(events, shutdown).await.map_err(ServiceError::from) });
-    Ok(readiness)
+    Ok(())
 }
 
 /// Gives the engine what it saved before the node stopped.

@@ -74,7 +74,13 @@ pub(crate) fn solo_api(chain_id: u64, key: &NodeKey, registry: &Registry) -> (te
         store,
         PoolMetrics::register(registry),
     ));
-    let api = Arc::new(NodeApi { chain, pool, node_id: key.node_id(), metrics: RpcMetrics::register(registry) });
+    let api = Arc::new(NodeApi {
+        chain,
+        pool,
+        node_id: key.node_id(),
+        live: Arc::new(crate::consensus::driver::LiveState::solo()),
+        metrics: RpcMetrics::register(registry),
+    });
     (dir, api)
 }
 

@@ -30,6 +30,10 @@ pub struct PodEndpoint {
     pub ready: bool,
     /// Its `bcos.dev/node-type` label.
     pub node_type_label: Option<String>,
+    /// Its `bcos.dev/member` label.
+    pub member: Option<String>,
+    /// The tag of its node container's image.
+    pub image_version: Option<String>,
 }
 
 impl PodEndpoint {
@@ -43,6 +47,13 @@ impl PodEndpoint {
             ip: status.and_then(|status| status.pod_ip.as_deref()).and_then(|ip| ip.parse().ok()),
             ready: ready && pod.metadata.deletion_timestamp.is_none(),
             node_type_label: pod.labels().get(names::NODE_TYPE_LABEL).cloned(),
+            member: pod.labels().get(names::MEMBER_LABEL).cloned(),
+            image_version: pod
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.containers.first())
+                .and_then(|container| container.image.as_deref())
+                .and_then(image_tag),
         }
     }
 
@@ -53,6 +64,13 @@ impl PodEndpoint {
             IpAddr::V6(ip) => format!("http://[{ip}]:{GRPC_PORT}"),
         })
     }
+}
+
+/// The tag of image reference `image` (`repo:tag`, `registry:5000/repo:tag@sha256:…`).
+pub fn image_tag(image: &str) -> Option<String> {
+    let name = image.split('@').next().unwrap_or(image);
+    let last = name.rsplit('/').next().unwrap_or(name);
+    last.split_once(':').map(|(_, tag)| tag.to_owned())
 }
 
 /// The Pods matching `selector`, by name.

@@ -14,7 +14,7 @@ use bcos_sdk::{
 };
 use k8s_openapi::{
     api::{
-        apps::v1::{StatefulSet, StatefulSetSpec},
+        apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy},
         core::v1::{
             Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
             ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
@@ -263,7 +263,7 @@ pub fn stateful_set(chain: &ConsortiumChain, member: &Member, replicas: u32, own
     };
     let container = Container {
         name: "node".to_owned(),
-        image: Some(format!("{}:{}", chain.spec.image.repository, chain.spec.version)),
+        image: Some(format!("{}:{}", chain.spec.image.repository, crate::rollout::deployed_version(chain))),
         image_pull_policy: Some(chain.spec.image.pull_policy.as_str().to_owned()),
         command: Some(vec!["bcos-node".to_owned()]),
         args: Some(vec!["run".to_owned(), "--config".to_owned(), format!("{}/$(POD_NAME).yaml", names::CONFIG_DIR)]),
@@ -331,6 +331,12 @@ pub fn stateful_set(chain: &ConsortiumChain, member: &Member, replicas: u32, own
             service_name: Some(names::peer_service(chain_name)),
             // Nodes need each other to become ready; ordered start-up would wait forever.
             pod_management_policy: Some("Parallel".to_owned()),
+            // A new image reaches a Pod only when the chain's rollout deletes it: the order runs
+            // across Members (observers first, the leader last), which no StatefulSet can see.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_owned()),
+                ..Default::default()
+            }),
             selector: LabelSelector { match_labels: Some(labels.clone()), ..Default::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {

@@ -166,6 +166,34 @@ fn the_stateful_set_runs_the_chains_version_with_probes_volumes_and_placement() 
     let claim = &spec.volume_claim_templates.expect("claims")[0];
     assert_eq!(claim.spec.as_ref().and_then(|spec| spec.storage_class_name.as_deref()), Some("fast"));
     assert_eq!(sts.metadata.owner_references.expect("owner")[0].kind, "Member");
+    let strategy = spec.update_strategy.and_then(|strategy| strategy.type_);
+    assert_eq!(strategy.as_deref(), Some("OnDelete"), "only the chain's rollout replaces Pods");
+}
+
+#[test]
+fn the_stateful_set_image_follows_the_rollout_not_the_spec() {
+    use crate::crd::{ConsortiumChainStatus, RolloutPhase, RolloutStatus};
+    let image = |chain: &ConsortiumChain| {
+        let sts = stateful_set(chain, &member("a", 1, 0), 1, owner());
+        sts.spec.and_then(|spec| spec.template.spec).and_then(|pod| pod.containers[0].image.clone())
+    };
+    let mut chain = chain(&["a"]);
+    chain.spec.version = "0.2.0".into();
+    chain.status = Some(ConsortiumChainStatus { version: Some("0.1.0".into()), ..Default::default() });
+    assert_eq!(image(&chain).as_deref(), Some("ghcr.io/bcos-rs/bcos-node:0.1.0"), "no rollout started yet");
+    let rollout = RolloutStatus {
+        from_version: "0.1.0".into(),
+        to_version: "0.2.0".into(),
+        phase: RolloutPhase::Progressing,
+        message: String::new(),
+        started_at: String::new(),
+        nodes: Vec::new(),
+    };
+    chain.status.as_mut().expect("status").rollout = Some(rollout);
+    assert_eq!(image(&chain).as_deref(), Some("ghcr.io/bcos-rs/bcos-node:0.2.0"));
+    chain.status.as_mut().and_then(|status| status.rollout.as_mut()).expect("rollout").phase =
+        RolloutPhase::RollingBack;
+    assert_eq!(image(&chain).as_deref(), Some("ghcr.io/bcos-rs/bcos-node:0.1.0"));
 }
 
 #[test]

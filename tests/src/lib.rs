@@ -15,7 +15,8 @@
 //! renders the operator's Helm chart.
 //!
 //! [`kube`] runs a real Kubernetes control plane and plays the kubelet for its Pods, and
-//! [`operator`] runs the operator against it, for the operator's end-to-end tests.
+//! [`operator`] runs the operator against it, for the operator's end-to-end tests, which share
+//! the fixture of [`operator_chain`].
 
 pub mod admin;
 pub mod chart;
@@ -24,6 +25,7 @@ mod cluster;
 pub mod kube;
 mod load;
 pub mod operator;
+pub mod operator_chain;
 pub mod proxy;
 mod solo;
 

@@ -43,6 +43,25 @@ async fn same_chain_on_every_node(consensus: &str, nodes: u16) -> anyhow::Result
         let quorum = if consensus == "pbft" { nodes - (nodes - 1) / 3 } else { nodes / 2 + 1 };
         assert!(votes >= usize::from(quorum), "{votes} votes in {qc}");
     }
+
+    // Each node's status reports its live peers, and one of them leads the round (the operator
+    // upgrades the leader last).
+    let statuses = || async {
+        let mut statuses = Vec::new();
+        for endpoints in devnet.all_endpoints() {
+            let provider = ProviderBuilder::new().connect_client(bcos_tests::rpc_client(endpoints.http.parse()?));
+            let status: serde_json::Value = provider.raw_request("bcos_nodeStatus".into(), ()).await?;
+            statuses.push(status);
+        }
+        Ok::<_, anyhow::Error>(statuses)
+    };
+    wait_for("every node to see its peers and one leader", Duration::from_secs(60), || async {
+        let statuses = statuses().await?;
+        let all_peers = statuses.iter().all(|status| status["peers"] == u64::from(nodes - 1));
+        let leaders = statuses.iter().filter(|status| status["leading"] == true).count();
+        Ok((all_peers && leaders == 1).then_some(()))
+    })
+    .await?;
     Ok(())
 }
 

@@ -4,155 +4,17 @@
 //! leaves the registry and has its CA revoked while the chain keeps committing; invalid resources
 //! are refused or reported.
 
-use std::{collections::HashMap, path::Path, time::Duration};
+use std::path::Path;
 
-use alloy::{
-    network::EthereumWallet,
-    primitives::{Address, U256},
-    providers::{Provider, ProviderBuilder},
-    rpc::types::TransactionRequest,
-    signers::local::PrivateKeySigner,
-};
+use alloy::providers::Provider;
 use anyhow::{Context, ensure};
-use bcos_operator::crd::{ConsortiumChain, Member, NodeType};
+use bcos_operator::crd::NodeType;
 use bcos_tests::{
-    kube::{ControlPlane, PodRunner, PodRunnerConfig},
     node_binary,
-    operator::OperatorProcess,
-    rpc_client, wait_for,
+    operator_chain::{FOUNDER_PODS, NAMESPACE, OperatorChain as Fixture, STEP_TIMEOUT, leads},
+    wait_for,
 };
-use kube::{Api, api::DeleteParams};
-
-const NAMESPACE: &str = "bcos";
-/// Where the chart installs the operator (the README's namespace).
-const OPERATOR_NAMESPACE: &str = "bcos-system";
-const CHAIN: &str = "trade-finance";
-/// Chain start-up on 2 shared cores: an API server, five debug-build nodes and the operator.
-const START_TIMEOUT: Duration = Duration::from_secs(300);
-const STEP_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-/// Dropped in this order: the operators, then the runner's Pods, then the control plane.
-struct Fixture {
-    operator: OperatorProcess,
-    /// A second replica, started after the first: it stands by until the first lets go.
-    standby: OperatorProcess,
-    runner: PodRunner,
-    plane: ControlPlane,
-    chains: Api<ConsortiumChain>,
-    members: Api<Member>,
-    _dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let plane = ControlPlane::start().await?;
-        // The README's install: the Helm chart (CRDs, RBAC, Deployment). Its Deployment is scaled
-        // to zero: the operator runs as a process in its stead, as the chart's ServiceAccount, so
-        // the chart's RBAC must allow everything the operator does.
-        let rendered = dir.path().join("chart.yaml");
-        std::fs::write(&rendered, bcos_tests::chart::render_chart(&[("replicas", "0")])?)?;
-        plane.create_namespace(OPERATOR_NAMESPACE).await?;
-        plane.kubectl(["apply", "-f", &rendered.display().to_string()]).await?;
-        let kubeconfig = plane.service_account_kubeconfig(OPERATOR_NAMESPACE, "bcos-operator").await?;
-        let client = plane.client().await?;
-        let executables = HashMap::from([("bcos-node".to_owned(), node_binary()?)]);
-        let runner =
-            PodRunner::start(client.clone(), PodRunnerConfig { root: dir.path().join("runner"), executables }).await?;
-        let operator = OperatorProcess::start(&kubeconfig, OPERATOR_NAMESPACE, &dir.path().join("operator.log"))?;
-        wait_for("the first operator to lead", STEP_TIMEOUT, || async {
-            Ok(leads(&operator).await.filter(|leads| *leads))
-        })
-        .await?;
-        let standby = OperatorProcess::start(&kubeconfig, OPERATOR_NAMESPACE, &dir.path().join("standby.log"))?;
-        Ok(Self {
-            chains: Api::namespaced(client.clone(), NAMESPACE),
-            members: Api::namespaced(client, NAMESPACE),
-            plane,
-            runner,
-            operator,
-            standby,
-            _dir: dir,
-        })
-    }
-
-    async fn apply(&self, manifest: &str) -> anyhow::Result<String> {
-        self.plane.kubectl(["apply", "-f", &repo().join("manifests").join(manifest).display().to_string()]).await
-    }
-
-    async fn chain(&self) -> anyhow::Result<ConsortiumChain> {
-        Ok(self.chains.get(CHAIN).await?)
-    }
-
-    /// JSON-RPC of a node Pod, reached at its Pod address as a client inside the cluster would.
-    fn rpc(&self, pod: &str) -> anyhow::Result<String> {
-        let ip = self.runner.pod_ip(NAMESPACE, pod).with_context(|| format!("{pod} has no address"))?;
-        Ok(format!("http://{ip}:8545"))
-    }
-
-    async fn height(&self, pod: &str) -> anyhow::Result<u64> {
-        let url = self.rpc(pod)?.parse()?;
-        Ok(alloy::providers::RootProvider::<alloy::network::Ethereum>::new(rpc_client(url)).get_block_number().await?)
-    }
-
-    /// Waits until the chain's height passes `above` by `blocks`, read through `pod`.
-    async fn committing(&self, pod: &str, blocks: u64) -> anyhow::Result<u64> {
-        let start = self.height(pod).await?;
-        wait_for(&format!("{blocks} new blocks at {pod}"), STEP_TIMEOUT, || async {
-            Ok(self.height(pod).await.ok().filter(|height| *height >= start + blocks))
-        })
-        .await
-    }
-
-    /// A value transfer sent with alloy through `pod`, waited for until its receipt.
-    async fn transfer(&self, pod: &str) -> anyhow::Result<()> {
-        let signer = PrivateKeySigner::random();
-        let provider = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(signer))
-            .connect_client(rpc_client(self.rpc(pod)?.parse()?));
-        let tx = TransactionRequest::default().to(Address::repeat_byte(0x42)).value(U256::ZERO).gas_limit(21_000);
-        let receipt =
-            tokio::time::timeout(STEP_TIMEOUT, async { provider.send_transaction(tx).await?.get_receipt().await })
-                .await
-                .context("no receipt in time")??;
-        ensure!(receipt.status(), "the transfer through {pod} failed");
-        Ok(())
-    }
-
-    fn diagnostics(&self) -> String {
-        let mut out = format!("--- operator log (tail) ---\n{}\n", tail(&self.operator.log(), 60));
-        for pod in ["trade-finance-bank-a-0", "trade-finance-newbank-0"] {
-            let log = std::fs::read_to_string(self.runner.log_file(NAMESPACE, pod)).unwrap_or_default();
-            out += &format!("--- {pod} log (tail) ---\n{}\n", tail(&log, 30));
-        }
-        out
-    }
-}
-
-/// Whether an operator reports holding the lease, once its endpoint answers.
-async fn leads(operator: &OperatorProcess) -> Option<bool> {
-    let metrics =
-        bcos_tests::http_client().get(format!("{}/metrics", operator.http())).send().await.ok()?.text().await.ok()?;
-    metrics.lines().find_map(|line| line.strip_prefix("bcos_operator_leader ")).map(|value| value.trim() == "1")
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Every node Pod of the four founding members.
-const FOUNDER_PODS: [&str; 5] = [
-    "trade-finance-bank-a-0",
-    "trade-finance-bank-a-1",
-    "trade-finance-bank-b-0",
-    "trade-finance-logistics-0",
-    "trade-finance-insurer-0",
-];
+use kube::api::DeleteParams;
 
 /// pbft -> raft -> pbft by editing the resource while transfers keep coming: each switch is
 /// scheduled on chain, every node reports the new mode, every node has the same block at the
@@ -164,9 +26,7 @@ async fn switch_consensus_under_load(f: &Fixture) -> anyhow::Result<()> {
             let mut heights = Vec::new();
             for mode in ["raft", "pbft"] {
                 let patch = format!("{{\"spec\":{{\"consensus\":{{\"mode\":\"{mode}\"}}}}}}");
-                f.plane
-                    .kubectl(["-n", NAMESPACE, "patch", "consortiumchain", CHAIN, "--type", "merge", "-p", &patch])
-                    .await?;
+                f.patch_chain(&patch).await?;
                 let last_seen = std::sync::Mutex::new(String::new());
                 let height = wait_for(&format!("every node to run {mode}"), STEP_TIMEOUT, || async {
                     let status = f.chain().await?.status.unwrap_or_default();
@@ -183,8 +43,7 @@ async fn switch_consensus_under_load(f: &Fixture) -> anyhow::Result<()> {
                 })?;
                 let mut hashes = std::collections::BTreeSet::new();
                 for pod in FOUNDER_PODS {
-                    let url = f.rpc(pod)?.parse()?;
-                    let provider = alloy::providers::RootProvider::<alloy::network::Ethereum>::new(rpc_client(url));
+                    let provider = f.provider(pod)?;
                     // An observer may still be a block or two behind.
                     let block = wait_for(&format!("{pod} to have block {height}"), STEP_TIMEOUT, || async {
                         Ok(provider.get_block_by_number(height.into()).await?)
@@ -226,10 +85,10 @@ fn data_identity(runner_root: &Path, pod: &str) -> anyhow::Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn manifests_become_a_chain_that_members_join_and_leave() -> anyhow::Result<()> {
-    let fixture = Fixture::start().await?;
+    let fixture = Fixture::start(node_binary()?, true).await?;
     let result = scenario(&fixture).await;
     if result.is_err() {
-        eprintln!("{}", fixture.diagnostics());
+        eprintln!("{}", fixture.diagnostics(&["trade-finance-bank-a-0", "trade-finance-newbank-0"]));
     }
     result?;
     hand_over(fixture).await
@@ -237,9 +96,11 @@ async fn manifests_become_a_chain_that_members_join_and_leave() -> anyhow::Resul
 
 /// The leader stops gracefully (SIGTERM), releasing its lease, and the standby takes over.
 async fn hand_over(f: Fixture) -> anyhow::Result<()> {
-    ensure!(leads(&f.standby).await == Some(false), "the standby leads while the first replica does");
+    let Some(standby) = f.standby.as_ref() else { anyhow::bail!("no standby replica was started") };
+    ensure!(leads(standby).await == Some(false), "the standby leads while the first replica does");
     // Bindings drop in reverse order: the operators first, the control plane last.
-    let Fixture { plane: _plane, runner: _runner, mut standby, mut operator, .. } = f;
+    let Fixture { plane: _plane, runner: _runner, standby, mut operator, .. } = f;
+    let mut standby = standby.context("no standby replica")?;
     ensure!(operator.stop()?, "the operator did not exit cleanly on SIGTERM");
     ensure!(operator.log().contains("released the leader lease"), "the lease was not released:\n{}", operator.log());
     wait_for("the standby to take over", STEP_TIMEOUT, || async { Ok(leads(&standby).await.filter(|leads| *leads)) })
@@ -253,19 +114,7 @@ async fn hand_over(f: Fixture) -> anyhow::Result<()> {
 async fn scenario(f: &Fixture) -> anyhow::Result<()> {
     let bank_a = "trade-finance-bank-a-0";
     // The README's install steps: namespace, chain, founding members.
-    for manifest in ["namespace.yaml", "chain.yaml", "members.yaml"] {
-        f.apply(manifest).await?;
-    }
-    let chain = wait_for("the chain to run", START_TIMEOUT, || async {
-        let chain = f.chain().await?;
-        let status = chain.status.clone().unwrap_or_default();
-        Ok((status.nodes.ready == status.nodes.desired
-            && status.nodes.desired == 5
-            && status.height >= 2
-            && status.nodes.consensus == 4)
-            .then_some(chain))
-    })
-    .await?;
+    let chain = f.start_example_chain().await?;
     let status = chain.status.unwrap_or_default();
     assert_eq!(status.consensus_mode.as_deref(), Some("pbft"));
     assert_eq!(status.nodes.observer, 1);
@@ -281,7 +130,7 @@ async fn scenario(f: &Fixture) -> anyhow::Result<()> {
 
     // A deleted Pod comes back on the same data and catches up.
     let bank_b = "trade-finance-bank-b-0";
-    let root = f._dir.path().join("runner");
+    let root = f.dir.path().join("runner");
     let identity = data_identity(&root, bank_b)?;
     let before = f.height(bank_b).await?;
     f.plane.kubectl(["-n", NAMESPACE, "delete", "pod", bank_b]).await?;
@@ -302,7 +151,7 @@ spec:
   consensusNodes: 1
   storage: {size: 1Gi}
 "#;
-    let file = f._dir.path().join("newbank.yaml");
+    let file = f.dir.path().join("newbank.yaml");
     std::fs::write(&file, newbank)?;
     f.plane.kubectl(["apply", "-f", &file.display().to_string()]).await?;
     wait_for("newbank's node to be a ready consensus node", STEP_TIMEOUT, || async {
@@ -339,7 +188,7 @@ spec:
     switch_consensus_under_load(f).await?;
 
     // Invalid input: refused by the schema, or reported in a condition.
-    let invalid = f._dir.path().join("invalid.yaml");
+    let invalid = f.dir.path().join("invalid.yaml");
     std::fs::write(
         &invalid,
         "apiVersion: bcos.dev/v1alpha1\nkind: ConsortiumChain\nmetadata: {name: bad, namespace: bcos}\nspec:\n  chainId: 0\n  image: {repository: x}\n  version: '1'\n  foundingMembers: [a]\n  consensus: {mode: hotstuff}\n",
@@ -351,7 +200,7 @@ spec:
         .expect_err("an invalid chain is refused");
     let refused = refused.to_string();
     ensure!(refused.contains("spec.chainId") && refused.contains("hotstuff"), "unclear refusal: {refused}");
-    let orphan = f._dir.path().join("orphan.yaml");
+    let orphan = f.dir.path().join("orphan.yaml");
     std::fs::write(
         &orphan,
         "apiVersion: bcos.dev/v1alpha1\nkind: Member\nmetadata: {name: orphan, namespace: bcos}\nspec:\n  chainRef: {name: no-such-chain}\n  institution: {name: Orphan, id: orphan}\n  consensusNodes: 1\n",
@@ -368,7 +217,7 @@ spec:
     .await?;
     // What the genesis fixed cannot change: the chain says so and applies nothing until undone.
     let patch = |chain_id: u64| format!("{{\"spec\":{{\"chainId\":{chain_id}}}}}");
-    f.plane.kubectl(["-n", NAMESPACE, "patch", "consortiumchain", CHAIN, "--type", "merge", "-p", &patch(7)]).await?;
+    f.patch_chain(&patch(7)).await?;
     wait_for("the chain to refuse the new chain id", STEP_TIMEOUT, || async {
         let conditions = f.chain().await?.status.map(|status| status.conditions).unwrap_or_default();
         Ok(conditions
@@ -377,9 +226,7 @@ spec:
             .map(drop))
     })
     .await?;
-    f.plane
-        .kubectl(["-n", NAMESPACE, "patch", "consortiumchain", CHAIN, "--type", "merge", "-p", &patch(20200)])
-        .await?;
+    f.patch_chain(&patch(20200)).await?;
     wait_for("the chain to recover once the chain id is back", STEP_TIMEOUT, || async {
         let conditions = f.chain().await?.status.map(|status| status.conditions).unwrap_or_default();
         Ok(conditions.iter().find(|c| c.type_ == "Degraded" && c.status == "False").map(drop))

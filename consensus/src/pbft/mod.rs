@@ -1090,4 +1090,8 @@ impl Engine for Pbft {
     fn round(&self) -> u64 {
         self.view
     }
+
+    fn current_leader(&self) -> Option<NodeId> {
+        Some(self.leader(self.view))
+    }
 }

@@ -191,6 +191,10 @@ impl Engine for TestNode {
     fn round(&self) -> u64 {
         self.inner.round()
     }
+
+    fn current_leader(&self) -> Option<NodeId> {
+        self.inner.current_leader()
+    }
 }
 
 /// `n` nodes; the leader of height 1, view 0 behaves as `behaviour`, the others honestly.

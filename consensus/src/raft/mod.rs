@@ -879,4 +879,8 @@ impl Engine for Raft {
     fn round(&self) -> u64 {
         self.term
     }
+
+    fn current_leader(&self) -> Option<NodeId> {
+        self.leader()
+    }
 }

@@ -12,7 +12,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::Duration,
 };
@@ -63,17 +63,42 @@ pub trait WireMessage: Sized + Clone + Send + 'static {
 /// Blocks a peer may be ahead before this node counts as behind (not ready).
 const READY_LAG: u64 = 2;
 
-/// Whether this node is current with its peers, for the readiness probe.
+/// What the driver publishes about the running node: whether it is current with its peers (the
+/// readiness probe), whether it leads the current round, whether it is syncing, and how many
+/// peers it has. The status APIs and the probe read it without reaching into the driver's task.
 #[derive(Debug, Default)]
-pub struct Readiness {
+pub struct LiveState {
     caught_up: AtomicBool,
+    leading: AtomicBool,
+    syncing: AtomicBool,
+    peers: AtomicU32,
 }
 
-impl Readiness {
+impl LiveState {
+    /// The state of a node that is its own quorum: always current, always leading.
+    pub fn solo() -> Self {
+        Self { caught_up: AtomicBool::new(true), leading: AtomicBool::new(true), ..Default::default() }
+    }
+
     /// `Ok` once the node committed a block with its peers or found none ahead of it; an error
     /// saying why not otherwise (starting, or catching up by sync).
     pub fn check(&self) -> Result<(), String> {
         if self.caught_up.load(Ordering::Acquire) { Ok(()) } else { Err("not caught up with peers yet".into()) }
+    }
+
+    /// Whether this node leads the round being decided (PBFT view leader, Raft leader).
+    pub fn leading(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    /// Whether it is fetching blocks from a peer.
+    pub fn syncing(&self) -> bool {
+        self.syncing.load(Ordering::Acquire)
+    }
+
+    /// Peers with an admitted connection.
+    pub fn peers(&self) -> u32 {
+        self.peers.load(Ordering::Acquire)
     }
 
     fn set(&self, caught_up: bool) {
@@ -98,7 +123,7 @@ pub struct Driver {
     metrics: ConsensusMetrics,
     /// The registry's nodes and their addresses as last given to the network.
     registered: Vec<(NodeId, Option<Multiaddr>)>,
-    readiness: Arc<Readiness>,
+    live: Arc<LiveState>,
     executed: HashMap<B256, ExecutedProposal>,
     build_request: Option<BuildRequest>,
     building: bool,
@@ -173,7 +198,7 @@ impl Driver {
             node_id: key.node_id(),
             metrics,
             registered,
-            readiness: Arc::default(),
+            live: Arc::default(),
             executed: HashMap::new(),
             build_request: None,
             building: false,
@@ -186,9 +211,25 @@ impl Driver {
         })
     }
 
-    /// What the readiness probe reads.
-    pub fn readiness(&self) -> Arc<Readiness> {
-        self.readiness.clone()
+    /// What the readiness probe and the status APIs read.
+    pub fn live_state(&self) -> Arc<LiveState> {
+        self.live.clone()
+    }
+
+    /// Publishes into `live` instead of a state of its own, so APIs started before the driver
+    /// can already hold it.
+    pub fn publishing_into(mut self, live: Arc<LiveState>) -> Self {
+        self.live = live;
+        self
+    }
+
+    /// Refreshes what changes without an event of its own: leadership and the peer count.
+    fn publish(&self) {
+        let leading = self.engine.current_leader() == Some(self.node_id);
+        self.live.leading.store(leading, Ordering::Release);
+        let peers = u32::try_from(self.network.connected_count()).unwrap_or(u32::MAX);
+        self.live.peers.store(peers, Ordering::Release);
+        self.live.syncing.store(self.syncing, Ordering::Release);
     }
 
     /// Runs until `shutdown` turns true or the chain fails.
@@ -229,6 +270,7 @@ impl Driver {
                 _ = ticker.tick() => {
                     self.engine.tick(now_ms());
                     self.metrics.round.set(i64::try_from(self.engine.round()).unwrap_or(i64::MAX));
+                    self.publish();
                     self.maybe_build();
                     if !gossip.is_empty() && Instant::now() >= gossip_deadline {
                         self.flush_gossip(&mut gossip);
@@ -358,7 +400,7 @@ impl Driver {
             Work::Synced(result) => {
                 self.syncing = false;
                 match result {
-                    Ok(0) => self.readiness.set(true),
+                    Ok(0) => self.live.set(true),
                     Ok(applied) => tracing::info!(target: "sync", applied, "caught up from peers"),
                     // Consensus committed the same height meanwhile.
                     Err(sync::SyncError::Chain(ChainError::HeadMoved { .. })) => {}
@@ -487,7 +529,7 @@ impl Driver {
     /// for the next height says so.
     fn after_commit(&mut self) -> Result<(), ChainError> {
         // Committing with the quorum, or after sync reached the best peer's head.
-        self.readiness.set(true);
+        self.live.set(true);
         self.executed.clear();
         self.last_progress = Instant::now();
         let head = self.chain.head()?.number;
@@ -572,9 +614,9 @@ impl Driver {
         self.syncing = true;
         let (network, chain, pool, tx) =
             (self.network.clone(), self.chain.clone(), self.pool.clone(), self.work_tx.clone());
-        let readiness = self.readiness.clone();
+        let live = self.live.clone();
         tokio::spawn(async move {
-            let result = sync_from(&network, &chain, &pool, &peers, &readiness).await;
+            let result = sync_from(&network, &chain, &pool, &peers, &live).await;
             let _ = tx.send(Work::Synced(result));
         });
     }
@@ -598,7 +640,7 @@ async fn sync_from(
     chain: &Arc<Chain>,
     pool: &Arc<TxPool>,
     peers: &[NodeId],
-    readiness: &Readiness,
+    live: &LiveState,
 ) -> Result<usize, sync::SyncError> {
     let mut best: Option<(NodeId, u64)> = None;
     for peer in peers {
@@ -612,7 +654,7 @@ async fn sync_from(
     }
     let Some((peer, height)) = best else { return Ok(0) };
     if height > chain.head()?.number + READY_LAG {
-        readiness.set(false);
+        live.set(false);
     }
     let mut applied = 0;
     loop {

@@ -256,6 +256,14 @@ impl Engine for ConsensusEngine {
             Active::Observer { .. } => 0,
         }
     }
+
+    fn current_leader(&self) -> Option<NodeId> {
+        match &self.active {
+            Active::Pbft(engine) => engine.current_leader(),
+            Active::Raft(engine) => engine.current_leader(),
+            Active::Observer { .. } => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -242,6 +242,11 @@ impl NetworkHandle {
         self.shared.connected.read().iter().copied().collect()
     }
 
+    /// How many peers have an admitted connection.
+    pub fn connected_count(&self) -> usize {
+        self.shared.connected.read().len()
+    }
+
     /// Whether `node` has an admitted connection.
     pub fn is_connected(&self, node: &NodeId) -> bool {
         self.shared.connected.read().contains(node)

@@ -207,6 +207,7 @@ impl GrpcService {
             peers: status.peers,
             syncing: status.syncing,
             txpool_size: status.txpool_size,
+            leading: status.leading,
         })
     }
 

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::{
     chain::Chain,
+    consensus::driver::LiveState,
     executor::{CallError, CallOutcome, CallRequest},
     metrics::RpcMetrics,
     txpool::TxPool,
@@ -32,6 +33,8 @@ pub struct NodeApi {
     pub pool: Arc<TxPool>,
     /// This node's id.
     pub node_id: B256,
+    /// Readiness, leadership, sync and peers, as the consensus driver publishes them.
+    pub live: Arc<LiveState>,
     /// Call metrics.
     pub metrics: RpcMetrics,
 }
@@ -62,6 +65,8 @@ pub struct NodeStatus {
     pub peers: u32,
     /// Whether the node is catching up with peers.
     pub syncing: bool,
+    /// Whether the node leads the round being decided.
+    pub leading: bool,
     /// Pending transactions.
     pub txpool_size: u32,
 }
@@ -81,8 +86,9 @@ impl NodeApi {
             consensus_mode: config.consensus_mode.to_string(),
             compatibility_version: config.compatibility_version,
             node_id: self.node_id,
-            peers: 0,
-            syncing: false,
+            peers: self.live.peers(),
+            syncing: self.live.syncing(),
+            leading: self.live.leading(),
             txpool_size: u32::try_from(self.pool.len()).unwrap_or(u32::MAX),
         })
     }

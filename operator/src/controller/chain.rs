@@ -10,6 +10,7 @@ use kube::{Api, ResourceExt, api::PostParams, runtime::controller::Action};
 use super::{
     Context, Error, RESYNC, WAIT, kube_err, patch_status,
     settings::{self, Change},
+    upgrade,
 };
 use crate::{
     conditions::{self, DEGRADED, PROGRESSING, READY},
@@ -138,6 +139,7 @@ pub async fn reconcile(chain: Arc<ConsortiumChain>, ctx: Arc<Context>) -> Result
         apply_settings(&chain, &ctx, &namespace, &admin, &mut status).await?;
     }
     let fault_budget = chain.spec.consensus.mode.fault_budget(status.nodes.consensus.max(1));
+    let upgrading = upgrade::reconcile(&chain, &ctx, &namespace, &members, fault_budget, &mut status).await?;
     ctx.apply_disruption_budget(
         &namespace,
         &names::disruption_budget(&name),
@@ -148,7 +150,7 @@ pub async fn reconcile(chain: Arc<ConsortiumChain>, ctx: Arc<Context>) -> Result
     .await?;
     status.observed_generation = generation;
     patch_status(&chains, chain.as_ref(), &status).await?;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(if upgrading { WAIT } else { RESYNC }))
 }
 
 /// Proposes what `spec.consensus` changes on chain, and reports it in Events.

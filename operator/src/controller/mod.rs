@@ -1,10 +1,12 @@
 //! The two controllers: [`chain`] (CA, governance key, genesis, peer Service, disruption budget,
 //! chain status) and [`member`] (member CA, node identities, node files, StatefulSet, RPC
-//! Service, admission into the registry, leaving the chain, member status).
+//! Service, admission into the registry, leaving the chain, member status); [`settings`] and
+//! [`upgrade`] carry the chain's consensus settings and version rollouts out for [`chain`].
 
 pub mod chain;
 pub mod member;
 pub mod settings;
+pub mod upgrade;
 
 use std::{sync::Arc, time::Duration};
 

@@ -48,6 +48,8 @@ impl ConsensusMode {
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".status.consensusMode"}"#,
     printcolumn = r#"{"name":"Switching-To","type":"string","jsonPath":".status.pendingConsensusMode"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.version"}"#,
+    printcolumn = r#"{"name":"Rollout","type":"string","jsonPath":".status.rollout.phase"}"#,
     printcolumn = r#"{"name":"Height","type":"integer","jsonPath":".status.height"}"#,
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.nodes.ready"}"#,
     printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.nodes.desired"}"#,
@@ -302,6 +304,8 @@ pub enum ChainPhase {
     Creating,
     /// Committing blocks.
     Running,
+    /// Committing blocks while nodes are replaced one at a time by a version rollout.
+    Upgrading,
     /// Something needs attention (see the conditions).
     Degraded,
 }
@@ -349,4 +353,104 @@ pub struct ConsortiumChainStatus {
     /// Software versions the nodes report, each once.
     #[serde(default)]
     pub versions: Vec<String>,
+    /// The version the chain's nodes are deployed with when no rollout is under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The latest version rollout, node by node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// Where a version rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RolloutPhase {
+    /// Nodes are being upgraded one at a time.
+    Progressing,
+    /// `spec.upgrade.paused`: no further node is started.
+    Paused,
+    /// A node failed and nothing is being rolled back; a human decides.
+    Halted,
+    /// The nodes already upgraded are being put back on the previous version.
+    RollingBack,
+    /// Every changed node runs the previous version again.
+    RolledBack,
+    /// Every node runs the new version.
+    Complete,
+}
+
+impl RolloutPhase {
+    /// Whether the rollout still changes nodes or waits for a human to resume it.
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Progressing | Self::Paused | Self::Halted | Self::RollingBack)
+    }
+}
+
+/// One version rollout across every member's nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The version the nodes ran before.
+    pub from_version: String,
+    /// The version being rolled out.
+    pub to_version: String,
+    /// Where it stands.
+    pub phase: RolloutPhase,
+    /// What it is doing or waiting for.
+    #[serde(default)]
+    pub message: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// Each node, in the order they are taken (observers first, consensus nodes after).
+    #[serde(default)]
+    pub nodes: Vec<NodeRollout>,
+}
+
+impl RolloutStatus {
+    /// The version nodes are being moved to: the new one, or the previous one while rolling back.
+    pub fn target(&self) -> &str {
+        match self.phase {
+            RolloutPhase::RollingBack | RolloutPhase::RolledBack => &self.from_version,
+            _ => &self.to_version,
+        }
+    }
+}
+
+/// Where one node stands in a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum NodeRolloutState {
+    /// Not started.
+    Pending,
+    /// Its Pod was deleted to come back on the new version.
+    Upgrading,
+    /// Runs the new version, caught up, and the chain committed since.
+    Upgraded,
+    /// Did not become healthy on the new version in time.
+    Failed,
+    /// Its Pod was deleted to come back on the previous version.
+    Reverting,
+    /// Runs the previous version again.
+    Reverted,
+}
+
+/// One node in a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRollout {
+    /// The Pod's name.
+    pub name: String,
+    /// The Member it belongs to.
+    pub member: String,
+    /// Whether it votes.
+    pub consensus: bool,
+    /// Where it stands.
+    pub state: NodeRolloutState,
+    /// When its Pod was deleted (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<String>,
+    /// The chain's head when its Pod was deleted: it is done once the chain committed past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_at_restart: Option<u64>,
+    /// When it was found done (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
 }

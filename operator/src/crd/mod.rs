@@ -6,7 +6,8 @@ mod member;
 
 pub use chain::{
     CaSpec, ChainPhase, CommitteeSpec, ConsensusMode, ConsensusSpec, ConsortiumChain, ConsortiumChainSpec,
-    ConsortiumChainStatus, NodeImage, PermissionsSpec, PullPolicy, UpgradeSpec,
+    ConsortiumChainStatus, NodeImage, NodeRollout, NodeRolloutState, PermissionsSpec, PullPolicy, RolloutPhase,
+    RolloutStatus, UpgradeSpec,
 };
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 pub use member::{
