@@ -396,7 +396,6 @@ pub struct RolloutStatus {
     /// Where it stands.
     pub phase: RolloutPhase,
     /// What it is doing or waiting for.
-    #[serde(default)]
     pub message: String,
     /// When it started (RFC 3339).
     pub started_at: String,
