@@ -332,3 +332,11 @@ pub mod permissions {
         "../contracts/system/IPermissions.sol"
     );
 }
+
+/// Client bindings of the contract versions registry.
+pub mod contract_versions {
+    alloy::sol!(
+        #[sol(rpc, all_derives)]
+        "../contracts/system/IContractVersions.sol"
+    );
+}

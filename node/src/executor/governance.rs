@@ -27,9 +27,9 @@ use alloy_sol_types::{SolCall, SolEvent, SolInterface, SolValue};
 use bcos_sdk::{
     config::Committee,
     types::system::{
-        CERT_REVOCATION_ADDRESS, GOVERNANCE_ADDRESS, ICertRevocation, IGovernance, INodeRegistry, IPermissions,
-        ISystemConfig, NODE_REGISTRY_ADDRESS, PERMISSIONS_ADDRESS, Role, SYSTEM_CONFIG_ADDRESS,
-        SYSTEM_CONTRACT_ADDRESSES,
+        CERT_REVOCATION_ADDRESS, CONTRACT_VERSIONS_ADDRESS, GOVERNANCE_ADDRESS, ICertRevocation, IContractVersions,
+        IGovernance, INodeRegistry, IPermissions, ISystemConfig, NODE_REGISTRY_ADDRESS, PERMISSIONS_ADDRESS, Role,
+        SYSTEM_CONFIG_ADDRESS,
     },
 };
 use revm::{
@@ -40,11 +40,12 @@ use revm::{
 
 use super::{
     audit, decode_revert,
+    features::Feature,
     permissions::has_role,
     slots::{self, SlotList, bounded},
     system::{
-        SystemCall, WRITE_GAS, begin_change, block_number, contract_name, decode_call, governance_only, handler, ok,
-        out_of_gas, revert,
+        SystemCall, WRITE_GAS, begin_change, block_number, compatibility_version, contract_name, decode_call,
+        governance_only, handler, ok, out_of_gas, revert,
     },
 };
 
@@ -162,6 +163,7 @@ fn call_signature(target: Address, data: &[u8]) -> Option<&'static str> {
         PERMISSIONS_ADDRESS => signature!(IPermissions::IPermissionsCalls),
         GOVERNANCE_ADDRESS => signature!(IGovernance::IGovernanceCalls),
         CERT_REVOCATION_ADDRESS => signature!(ICertRevocation::ICertRevocationCalls),
+        CONTRACT_VERSIONS_ADDRESS => signature!(IContractVersions::IContractVersionsCalls),
         _ => None,
     }
 }
@@ -334,8 +336,23 @@ fn propose<CTX: ContextTr>(
     if data.len() > MAX_PROPOSAL_DATA {
         return refuse(gas, format!("call data of {} bytes; at most {MAX_PROPOSAL_DATA}", data.len()));
     }
+    if target == CONTRACT_VERSIONS_ADDRESS {
+        // Refused at the same point, with the same gas, as older nodes refuse an address that is
+        // no system contract to them; only the reason says more.
+        let version = compatibility_version(context)?;
+        let feature = Feature::ContractRouting;
+        if !feature.enabled(version) {
+            return refuse(
+                gas,
+                format!(
+                    "the contract versions registry needs compatibility_version {} or later; the chain runs {version}",
+                    feature.since()
+                ),
+            );
+        }
+    }
     let Some(signature) = call_signature(target, &data) else {
-        if !SYSTEM_CONTRACT_ADDRESSES.contains(&target) {
+        if handler::<CTX>(target).is_none() {
             return refuse(gas, format!("{target} is not a system contract"));
         }
         return refuse(gas, format!("the data is not a call of the {} contract", contract_name(target)));

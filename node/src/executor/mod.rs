@@ -12,9 +12,15 @@
 //! Before each transaction of a block, its sender's permission is checked against the state the
 //! block has reached ([`permissions::check_transaction`]); a refused transaction goes to
 //! [`ExecutedBlock::rejected`] like one with a wrong nonce, so every node decides alike.
+//!
+//! From the compatibility version that enables [`Feature::ContractRouting`], a transaction or
+//! read-only call whose target is the alias of a contract in the versions registry runs against
+//! the implementation its sender is routed to ([`versions`]): the EVM sees the implementation as
+//! the target, while the transaction keeps the alias as its `to`.
 
 mod audit;
 mod db;
+pub mod features;
 pub mod governance;
 #[cfg(test)]
 mod governance_tests;
@@ -25,13 +31,17 @@ mod slots;
 pub mod system;
 #[cfg(test)]
 mod tests;
+pub mod versions;
+#[cfg(test)]
+mod versions_tests;
 
 use std::collections::{BTreeMap, HashMap};
 
 use alloy_consensus::{Transaction, TxReceipt};
 use alloy_primitives::{Address, B256, Bloom, Bytes, TxKind, U256};
 use bcos_sdk::types::{
-    RecoveredTx, StateWrite, StoredLog, StoredReceipt, state_commitment, system::PERMISSIONS_ADDRESS,
+    RecoveredTx, StateWrite, StoredLog, StoredReceipt, state_commitment,
+    system::{CONTRACT_VERSIONS_ADDRESS, PERMISSIONS_ADDRESS},
 };
 use revm::{
     Context, DatabaseRef, ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext,
@@ -44,12 +54,14 @@ use revm::{
     state::EvmState,
 };
 
+pub use features::Feature;
 pub use permissions::PermissionDenied;
 pub use revocation::{read_revoked, revoked_count};
-pub use system::{SystemContracts, read_system_config};
+pub use system::{SystemContracts, read_compatibility_version, read_system_config};
 
 use crate::storage::{AccountState, BlockReader, StateReader, StorageError, state_key};
 use db::StoreDb;
+use versions::Router;
 
 /// The EVM rules this chain runs.
 pub const SPEC: SpecId = SpecId::PRAGUE;
@@ -274,8 +286,15 @@ impl Executor {
         }
     }
 
-    /// An EVM over `db` with this chain's rules: Prague, no fees, the system contracts.
-    fn evm<'a>(&self, db: StoreDb<'a>, input: &BlockInput, nonce: NonceCheck) -> NodeEvm<'a> {
+    /// An EVM over `db` with this chain's rules: Prague, no fees, the system contracts of
+    /// `compatibility_version`.
+    fn evm<'a>(
+        &self,
+        db: StoreDb<'a>,
+        input: &BlockInput,
+        nonce: NonceCheck,
+        compatibility_version: u32,
+    ) -> NodeEvm<'a> {
         let chain_id = self.chain_id;
         Context::mainnet()
             .modify_cfg_chained(|cfg| {
@@ -287,7 +306,7 @@ impl Executor {
             .with_block(Self::block_env(input))
             .with_db(CacheDB::new(db))
             .build_mainnet()
-            .with_precompiles(SystemContracts::new(SPEC))
+            .with_precompiles(SystemContracts::new(SPEC, compatibility_version))
     }
 
     /// Executes `txs` in order as block `input.number`, stopping before the first transaction
@@ -299,7 +318,9 @@ impl Executor {
         input: &BlockInput,
         txs: impl IntoIterator<Item = RecoveredTx>,
     ) -> Result<ExecutedBlock, ExecutionError> {
-        let mut evm = self.evm(StoreDb { state, blocks }, input, NonceCheck::Enforce);
+        let version = read_compatibility_version(state, input.number)?;
+        let mut evm = self.evm(StoreDb { state, blocks }, input, NonceCheck::Enforce, version);
+        let mut router = Feature::ContractRouting.enabled(version).then(Router::default);
         let mut block = ExecutedBlock::default();
         let mut changes = BlockChanges::default();
         // Permission slots read so far in this block; forgotten whenever a transaction changes
@@ -324,13 +345,20 @@ impl Executor {
                 block.rejected.push((tx.hash(), denied.to_string()));
                 continue;
             }
-            let env = match tx_env(&tx) {
+            let mut env = match tx_env(&tx) {
                 Ok(env) => env,
                 Err(reason) => {
                     block.rejected.push((tx.hash(), reason));
                     continue;
                 }
             };
+            if let (Some(router), TxKind::Call(to)) = (&mut router, env.kind) {
+                let db = evm.ctx.db_ref();
+                let sload = |slot| db.storage_ref(CONTRACT_VERSIONS_ADDRESS, slot);
+                if let Some(implementation) = router.target(to, tx.sender(), sload)? {
+                    env.kind = TxKind::Call(implementation);
+                }
+            }
             let outcome = match evm.transact(env) {
                 Ok(outcome) => outcome,
                 Err(EVMError::Transaction(invalid)) => {
@@ -344,8 +372,14 @@ impl Executor {
             let receipt = receipt_from(&outcome.result, tx.envelope().tx_type() as u8, block.gas_used);
             block.logs_bloom.accrue_bloom(&receipt.to_envelope().bloom());
             changes.absorb(&outcome.state);
-            if outcome.state.get(&PERMISSIONS_ADDRESS).is_some_and(|account| account.is_touched()) {
+            let touched = |address| outcome.state.get(&address).is_some_and(|account| account.is_touched());
+            if touched(PERMISSIONS_ADDRESS) {
                 permission_slots.clear();
+            }
+            if let Some(router) = &mut router
+                && touched(CONTRACT_VERSIONS_ADDRESS)
+            {
+                router.forget();
             }
             evm.commit(outcome.state);
             block.receipts.push(receipt);
@@ -365,10 +399,21 @@ impl Executor {
         request: &CallRequest,
     ) -> Result<CallOutcome, CallError> {
         let chain_id = self.chain_id;
-        let mut evm = self.evm(StoreDb { state, blocks }, input, NonceCheck::Skip);
+        let version = read_compatibility_version(state, input.number).map_err(ExecutionError::from)?;
+        let mut evm = self.evm(StoreDb { state, blocks }, input, NonceCheck::Skip, version);
+        let caller = request.from.unwrap_or_default();
+        let mut to = request.to;
+        if let Some(target) = to
+            && Feature::ContractRouting.enabled(version)
+        {
+            let db = evm.ctx.db_ref();
+            let sload = |slot| db.storage_ref(CONTRACT_VERSIONS_ADDRESS, slot);
+            let routed = Router::default().target(target, caller, sload).map_err(ExecutionError::from)?;
+            to = Some(routed.unwrap_or(target));
+        }
         let env = TxEnv::builder()
-            .caller(request.from.unwrap_or_default())
-            .kind(request.to.map_or(TxKind::Create, TxKind::Call))
+            .caller(caller)
+            .kind(to.map_or(TxKind::Create, TxKind::Call))
             .value(request.value)
             .data(request.data.clone())
             .gas_limit(request.gas.unwrap_or(input.gas_limit).min(input.gas_limit))

@@ -62,18 +62,38 @@ fn chunk_slot(slot: U256, index: usize) -> U256 {
     U256::from_be_bytes(keccak256(slot.to_be_bytes::<32>()).0).wrapping_add(U256::from(index))
 }
 
-/// Reads a byte string written by [`write_blob`].
-pub(super) fn read_blob<CTX: ContextTr>(context: &mut CTX, address: Address, slot: U256) -> Result<Vec<u8>, String> {
-    let len: usize = sload(context, address, slot)?.saturating_to();
+/// Reads a byte string written by [`write_blob`] through `sload` (of the account that holds it);
+/// `corrupt` makes the error for a length no writer stores.
+pub(super) fn blob_with<E>(
+    slot: U256,
+    mut sload: impl FnMut(U256) -> Result<U256, E>,
+    corrupt: impl FnOnce(String) -> E,
+) -> Result<Vec<u8>, E> {
+    let len: usize = sload(slot)?.saturating_to();
     if len > MAX_BLOB {
-        return Err(format!("corrupt storage of {address}: a byte string of {len} bytes"));
+        return Err(corrupt(format!("a byte string of {len} bytes")));
     }
     let mut bytes = Vec::with_capacity(len);
     for index in 0..len.div_ceil(32) {
-        bytes.extend_from_slice(&sload(context, address, chunk_slot(slot, index))?.to_be_bytes::<32>());
+        bytes.extend_from_slice(&sload(chunk_slot(slot, index))?.to_be_bytes::<32>());
     }
     bytes.truncate(len);
     Ok(bytes)
+}
+
+/// The error for committed state no system contract writes.
+pub(super) fn corrupt_state(address: Address) -> impl FnOnce(String) -> StorageError {
+    move |detail| StorageError::Corrupt { table: "state", detail: format!("{detail} at {address}") }
+}
+
+/// The error for journaled state no system contract writes.
+fn corrupt_journal(address: Address) -> impl FnOnce(String) -> String {
+    move |detail| format!("corrupt storage of {address}: {detail}")
+}
+
+/// Reads a byte string written by [`write_blob`].
+pub(super) fn read_blob<CTX: ContextTr>(context: &mut CTX, address: Address, slot: U256) -> Result<Vec<u8>, String> {
+    blob_with(slot, |slot| sload(context, address, slot), corrupt_journal(address))
 }
 
 /// Writes a byte string of at most [`MAX_BLOB`] bytes (callers bound what they store) into a slot
@@ -112,19 +132,7 @@ pub(super) fn read_committed_blob(
     address: Address,
     slot: U256,
 ) -> Result<Vec<u8>, StorageError> {
-    let len: usize = state.storage(&address, &slot)?.saturating_to();
-    if len > MAX_BLOB {
-        return Err(StorageError::Corrupt {
-            table: "state",
-            detail: format!("a byte string of {len} bytes at {address}"),
-        });
-    }
-    let mut bytes = Vec::with_capacity(len);
-    for index in 0..len.div_ceil(32) {
-        bytes.extend_from_slice(&state.storage(&address, &chunk_slot(slot, index))?.to_be_bytes::<32>());
-    }
-    bytes.truncate(len);
-    Ok(bytes)
+    blob_with(slot, |slot| state.storage(&address, &slot), corrupt_state(address))
 }
 
 /// The slots and values of a byte string as [`write_blob`] writes it (and genesis does).
@@ -171,13 +179,23 @@ impl SlotList {
         named(&format!("{}.{index}", self.name))
     }
 
+    /// The entries, read through `sload` (of the list's account); `corrupt` makes the error for a
+    /// count beyond the bound.
+    pub(super) fn read_with<E>(
+        &self,
+        mut sload: impl FnMut(U256) -> Result<U256, E>,
+        corrupt: impl FnOnce(String) -> E,
+    ) -> Result<Vec<U256>, E> {
+        let count: u64 = sload(self.count_slot())?.saturating_to();
+        if count > self.max {
+            return Err(corrupt(format!("{count} entries in {}", self.name)));
+        }
+        (0..count).map(|i| sload(self.slot(i))).collect()
+    }
+
     /// The entries.
     pub(super) fn read<CTX: ContextTr>(&self, context: &mut CTX) -> Result<Vec<U256>, String> {
-        let count: u64 = sload(context, self.address, self.count_slot())?.saturating_to();
-        if count > self.max {
-            return Err(format!("corrupt storage of {}: {count} entries in {}", self.address, self.name));
-        }
-        (0..count).map(|i| sload(context, self.address, self.slot(i))).collect()
+        self.read_with(|slot| sload(context, self.address, slot), corrupt_journal(self.address))
     }
 
     /// Rewrites the list from `old` to `new`, writing only slots that change.
@@ -198,11 +216,7 @@ impl SlotList {
 
     /// The entries in committed state.
     pub(super) fn read_committed(&self, state: &dyn StateReader) -> Result<Vec<U256>, StorageError> {
-        let count: u64 = state.storage(&self.address, &self.count_slot())?.saturating_to();
-        if count > self.max {
-            return Err(StorageError::Corrupt { table: "state", detail: format!("{count} entries in {}", self.name) });
-        }
-        (0..count).map(|i| state.storage(&self.address, &self.slot(i))).collect()
+        self.read_with(|slot| state.storage(&self.address, &slot), corrupt_state(self.address))
     }
 
     /// The list's slots at genesis.

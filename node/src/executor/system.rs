@@ -18,8 +18,8 @@ pub use bcos_sdk::types::system::SYSTEM_CONTRACT_ADDRESSES;
 use bcos_sdk::{
     config::{ConsensusMode, SystemConfig},
     types::system::{
-        CERT_REVOCATION_ADDRESS, GOVERNANCE_ADDRESS, ISystemConfig, NODE_REGISTRY_ADDRESS, PERMISSIONS_ADDRESS,
-        SYSTEM_CONFIG_ADDRESS,
+        CERT_REVOCATION_ADDRESS, CONTRACT_VERSIONS_ADDRESS, GOVERNANCE_ADDRESS, ISystemConfig, NODE_REGISTRY_ADDRESS,
+        PERMISSIONS_ADDRESS, SYSTEM_CONFIG_ADDRESS,
     },
 };
 use revm::{
@@ -31,8 +31,8 @@ use revm::{
 };
 
 use super::{
-    audit, governance::governance_call, permissions::permissions_call, registry::node_registry_call,
-    revocation::revocation_call, slots,
+    audit, features::Feature, governance::governance_call, permissions::permissions_call, registry::node_registry_call,
+    revocation::revocation_call, slots, versions::versions_call,
 };
 use crate::storage::{StateReader, StorageError};
 
@@ -160,6 +160,21 @@ pub fn read_system_config(state: &dyn StateReader, height: u64) -> Result<System
     })
 }
 
+/// The compatibility version in force for the block at `height`, read from committed state (the
+/// parent's: a change made in a block is in force from a later one, so the whole block runs at
+/// one version).
+pub fn read_compatibility_version(state: &dyn StateReader, height: u64) -> Result<u32, StorageError> {
+    let sload = |slot| state.storage(&SYSTEM_CONFIG_ADDRESS, &slot);
+    Ok(effective(height, ConfigKey::CompatibilityVersion, sload)?.0.saturating_to())
+}
+
+/// The compatibility version in force for the current block, read through the journal.
+pub(super) fn compatibility_version<CTX: ContextTr>(context: &mut CTX) -> Result<u32, String> {
+    let height = block_number(context);
+    let sload = |slot| slots::sload(context, SYSTEM_CONFIG_ADDRESS, slot);
+    Ok(effective(height, ConfigKey::CompatibilityVersion, sload)?.0.saturating_to())
+}
+
 /// Storage of the system config contract at genesis.
 pub fn genesis_storage(config: &SystemConfig) -> Vec<(U256, U256)> {
     ConfigKey::ALL.iter().map(|key| (key.slot("current"), key.genesis_value(config))).collect()
@@ -223,6 +238,7 @@ pub(super) fn handler<CTX: ContextTr>(address: Address) -> Option<Handler<CTX>> 
         PERMISSIONS_ADDRESS => Some(permissions_call::<CTX>),
         GOVERNANCE_ADDRESS => Some(governance_call::<CTX>),
         CERT_REVOCATION_ADDRESS => Some(revocation_call::<CTX>),
+        CONTRACT_VERSIONS_ADDRESS => Some(versions_call::<CTX>),
         _ => None,
     }
 }
@@ -235,6 +251,7 @@ pub(super) fn contract_name(address: Address) -> &'static str {
         PERMISSIONS_ADDRESS => "permissions",
         GOVERNANCE_ADDRESS => "governance",
         CERT_REVOCATION_ADDRESS => "certificate revocation",
+        CONTRACT_VERSIONS_ADDRESS => "contract versions",
         _ => "not a system contract",
     }
 }
@@ -245,19 +262,26 @@ pub struct SystemContracts {
     eth: EthPrecompiles,
     warm: AddressSet,
     initialised: bool,
+    /// Whether the contract versions registry exists ([`Feature::ContractRouting`]). Without it
+    /// its address is an ordinary (empty, cold) account, as on nodes that never had it.
+    routing: bool,
 }
 
 impl SystemContracts {
-    /// The precompile set for a hard fork.
-    pub fn new(spec: SpecId) -> Self {
+    /// The precompile set for a hard fork, on a chain at `compatibility_version`.
+    pub fn new(spec: SpecId, compatibility_version: u32) -> Self {
         let eth = EthPrecompiles::new(spec);
-        let warm = Self::warm_set(&eth);
-        Self { eth, warm, initialised: false }
+        let routing = Feature::ContractRouting.enabled(compatibility_version);
+        let warm = Self::warm_set(&eth, routing);
+        Self { eth, warm, initialised: false, routing }
     }
 
-    fn warm_set(eth: &EthPrecompiles) -> AddressSet {
+    fn warm_set(eth: &EthPrecompiles, routing: bool) -> AddressSet {
         let mut warm = <EthPrecompiles as PrecompileProvider<revm::handler::MainnetContext<revm::database::EmptyDB>>>::warm_addresses(eth).clone();
         warm.extend(SYSTEM_CONTRACT_ADDRESSES);
+        if routing {
+            warm.insert(CONTRACT_VERSIONS_ADDRESS);
+        }
         warm
     }
 }
@@ -269,7 +293,7 @@ impl<CTX: ContextTr<Cfg: Cfg<Spec = SpecId>>> PrecompileProvider<CTX> for System
         let changed = <EthPrecompiles as PrecompileProvider<CTX>>::set_spec(&mut self.eth, spec);
         // revm warms the precompile addresses only when this returns true: do so the first time.
         if changed || !self.initialised {
-            self.warm = Self::warm_set(&self.eth);
+            self.warm = Self::warm_set(&self.eth, self.routing);
             self.initialised = true;
             return true;
         }
@@ -277,7 +301,8 @@ impl<CTX: ContextTr<Cfg: Cfg<Spec = SpecId>>> PrecompileProvider<CTX> for System
     }
 
     fn run(&mut self, context: &mut CTX, inputs: &CallInputs) -> Result<Option<InterpreterResult>, String> {
-        let Some(call) = handler::<CTX>(inputs.bytecode_address) else {
+        let exists = self.routing || inputs.bytecode_address != CONTRACT_VERSIONS_ADDRESS;
+        let Some(call) = handler::<CTX>(inputs.bytecode_address).filter(|_| exists) else {
             return <EthPrecompiles as PrecompileProvider<CTX>>::run(&mut self.eth, context, inputs);
         };
         let input = inputs.input.bytes(context);

@@ -147,13 +147,18 @@ pub(super) fn events<E: SolEvent>(receipt: &StoredReceipt) -> Vec<E> {
     receipt.logs.iter().filter_map(|log| E::decode_raw_log(log.topics.iter().copied(), &log.data).ok()).collect()
 }
 
+/// A read-only call of `to` with `data` from `from` over committed state.
+pub(super) fn call_raw(f: &Fixture, from: Address, to: Address, data: Vec<u8>) -> CallOutcome {
+    let store = f.chain().store().clone();
+    let input = f.chain().call_input().expect("input");
+    let request = CallRequest { from: Some(from), to: Some(to), data: data.into(), ..Default::default() };
+    f.chain().executor().call(store.as_ref(), store.as_ref(), &input, &request).expect("call runs")
+}
+
 /// A read-only call of `call` on `to` from `from` over committed state: its result, or the
 /// revert reason.
 pub(super) fn view<C: SolCall>(f: &Fixture, from: Address, to: Address, call: C) -> Result<C::Return, String> {
-    let store = f.chain().store().clone();
-    let input = f.chain().call_input().expect("input");
-    let request = CallRequest { from: Some(from), to: Some(to), data: call.abi_encode().into(), ..Default::default() };
-    let outcome = f.chain().executor().call(store.as_ref(), store.as_ref(), &input, &request).expect("call runs");
+    let outcome = call_raw(f, from, to, call.abi_encode());
     if outcome.success {
         C::abi_decode_returns(&outcome.output).map_err(|e| e.to_string())
     } else {

@@ -6,6 +6,11 @@
 //! own code (see [`codes`]). State queries are served from the latest state: the node keeps flat
 //! state, so a block tag older than the head is refused with a clear error instead of a wrong
 //! answer.
+//!
+//! `bcos_resolveContract(name, account)` and `bcos_contractVersions(name)` show the contract
+//! versions registry ([`crate::executor::versions`]) from the latest state: where an account's
+//! calls of a name's alias go, and the name's release. Both answer `null` for a name not
+//! registered, and an error while the chain's compatibility version keeps the registry off.
 
 use std::{sync::Arc, time::Instant};
 
@@ -38,7 +43,10 @@ use super::{
 };
 use crate::{
     chain::CommittedBlock,
-    executor::{CallError, CallOutcome, CallRequest, PermissionDenied, decode_revert},
+    executor::{
+        CallError, CallOutcome, CallRequest, Feature, PermissionDenied, decode_revert,
+        versions::{self, Release, Resolved},
+    },
     storage::{BlockReader, StateReader, StoredTx, TxLocation},
     txpool::{PoolError, PoolErrorKind},
 };
@@ -268,6 +276,8 @@ fn module(api: EthApi) -> Result<RpcModule<EthApi>, jsonrpsee::core::RegisterMet
     method(&mut m, "bcos_systemConfig", |ctx, _| Ok(ctx.api.chain.system_config()))?;
     method(&mut m, "bcos_getQuorumCertificate", EthApi::quorum_certificate)?;
     method(&mut m, "bcos_pendingTransactionCount", |ctx, _| Ok(U64::from(ctx.api.pool.len())))?;
+    method(&mut m, "bcos_resolveContract", EthApi::resolve_contract)?;
+    method(&mut m, "bcos_contractVersions", EthApi::contract_versions)?;
     m.register_subscription(
         "eth_subscribe",
         "eth_subscription",
@@ -557,6 +567,32 @@ impl EthApi {
         Ok(Some(serde_json::json!({
             "blockHash": qc.block_hash, "number": U64::from(qc.number), "round": U64::from(qc.round), "votes": votes,
         })))
+    }
+
+    /// Refuses a malformed contract name, and any name while contract routing is off.
+    fn require_routing(&self, name: &str) -> RpcResult<()> {
+        versions::check_name(name).map_err(RpcError::InvalidParams)?;
+        let version = self.api.chain.system_config().compatibility_version;
+        let feature = Feature::ContractRouting;
+        if !feature.enabled(version) {
+            return Err(RpcError::Server(format!(
+                "contract routing needs compatibility_version {} or later; the chain runs {version}",
+                feature.since()
+            )));
+        }
+        Ok(())
+    }
+
+    fn resolve_contract(&self, params: Params<'_>) -> RpcResult<Option<Resolved>> {
+        let (name, account): (String, Address) = parse(params)?;
+        self.require_routing(&name)?;
+        versions::resolve(&self.store().state_snapshot(), &name, account).map_err(RpcError::internal)
+    }
+
+    fn contract_versions(&self, params: Params<'_>) -> RpcResult<Option<Release>> {
+        let (name,): (String,) = parse(params)?;
+        self.require_routing(&name)?;
+        versions::read_release(&self.store().state_snapshot(), &name).map_err(RpcError::internal)
     }
 
     fn logs(&self, params: Params<'_>) -> RpcResult<Vec<Log>> {

@@ -7,7 +7,7 @@
 
 use std::{fmt, str::FromStr};
 
-use alloy_primitives::{Address, address};
+use alloy_primitives::{Address, U256, address, keccak256};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +40,38 @@ pub const CERT_REVOCATION_ADDRESS: Address = address!("0000000000000000000000000
 
 alloy_sol_types::sol!("../contracts/system/ICertRevocation.sol");
 
-/// Every system contract address.
+/// Address of the contract versions registry: grey releases of named contracts behind alias
+/// addresses. It exists only from compatibility version 2 (see the interface), so it is not among
+/// [`SYSTEM_CONTRACT_ADDRESSES`], which every genesis holds alike.
+pub const CONTRACT_VERSIONS_ADDRESS: Address = address!("0000000000000000000000000000000000001007");
+
+alloy_sol_types::sol!(
+    #[sol(all_derives)]
+    "../contracts/system/IContractVersions.sol"
+);
+
+/// Basis points of a whole: a release's share of accounts runs from 0 to this.
+pub const BASIS_POINTS: u16 = 10_000;
+
+/// The alias address of the named contract `name`: the last 20 bytes of
+/// `keccak256("bcos.contract:" + name)`. Top-level calls of it run the version the caller is
+/// routed to.
+pub fn contract_alias(name: &str) -> Address {
+    Address::from_slice(&keccak256(format!("bcos.contract:{name}"))[12..])
+}
+
+/// The routing bucket of `account` for the named contract `name`, below [`BASIS_POINTS`]:
+/// `uint256(keccak256(account ++ name)) % 10000`. The account is routed to a release's candidate
+/// when its bucket is below the release's share, so widening the share keeps every account that
+/// was routed already.
+pub fn release_bucket(account: Address, name: &str) -> u16 {
+    let mut preimage = account.to_vec();
+    preimage.extend_from_slice(name.as_bytes());
+    let bucket = U256::from_be_bytes(keccak256(preimage).0) % U256::from(BASIS_POINTS);
+    bucket.to::<u16>()
+}
+
+/// Every system contract address present since genesis.
 pub const SYSTEM_CONTRACT_ADDRESSES: [Address; 5] =
     [SYSTEM_CONFIG_ADDRESS, NODE_REGISTRY_ADDRESS, PERMISSIONS_ADDRESS, GOVERNANCE_ADDRESS, CERT_REVOCATION_ADDRESS];
 
@@ -123,5 +154,24 @@ mod tests {
         let mask = Role::Deployer.bit() | Role::Auditor.bit();
         assert_eq!(Role::from_mask(mask), vec![Role::Deployer, Role::Auditor]);
         assert!("committee".parse::<Role>().unwrap_err().contains("unknown role \"committee\""));
+    }
+
+    #[test]
+    fn aliases_and_buckets_follow_their_published_formulas() {
+        let expected = keccak256(b"bcos.contract:greeter");
+        assert_eq!(contract_alias("greeter").as_slice(), &expected[12..]);
+        assert_ne!(contract_alias("greeter"), contract_alias("greeter2"));
+
+        let account = Address::repeat_byte(0x11);
+        let mut preimage = [0x11u8; 20].to_vec();
+        preimage.extend_from_slice(b"greeter");
+        let expected = U256::from_be_bytes(keccak256(&preimage).0) % U256::from(10_000);
+        assert_eq!(U256::from(release_bucket(account, "greeter")), expected);
+        // Over many accounts the buckets spread across the whole range.
+        let buckets: Vec<u16> =
+            (0..1000u32).map(|i| release_bucket(Address::from_word(keccak256(i.to_be_bytes())), "greeter")).collect();
+        assert!(buckets.iter().all(|bucket| *bucket < BASIS_POINTS));
+        let low = buckets.iter().filter(|bucket| **bucket < 3_000).count();
+        assert!((200..400).contains(&low), "{low} of 1000 below 30%");
     }
 }
