@@ -1,7 +1,11 @@
 //! Assembles a running node from its configuration: storage, chain, pool, block production,
 //! JSON-RPC, gRPC and metrics, with one shutdown signal for all of them.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+};
 
 use bcos_consensus::{Engine, EngineConfig, RestoreError, Validators};
 use bcos_sdk::{
@@ -20,13 +24,16 @@ use crate::{
         switch::ConsensusEngine,
     },
     metrics::{ChainMetrics, Health, PoolMetrics, RpcMetrics, RpcTlsMetrics},
-    network::{Blacklist, Certificates, Multiaddr, Network, NetworkConfig, host_multiaddr, tcp_multiaddr},
+    network::{
+        Blacklist, Certificates, Multiaddr, Network, NetworkConfig, NetworkHandle, host_multiaddr, tcp_multiaddr,
+    },
     rpc::{
         NodeApi, eth, grpc,
         tls::{TlsError, TlsServer},
     },
     storage::{BlockReader, RocksStore, StorageError},
     txpool::{PoolError, TxPool},
+    version::NodeVersion,
 };
 
 /// Why a node could not start or stopped with an error.
@@ -103,19 +110,26 @@ pub struct RunningNode {
 }
 
 /// A single consensus node is its own quorum: once started it is as current as the chain. A
-/// node with peers is ready once it is current with them.
+/// node with peers is ready once it is current with them. A node whose chain needs a newer build
+/// is never ready: it falls behind with every block.
 struct NodeHealth {
+    chain: Arc<Chain>,
     consensus: Option<Arc<Readiness>>,
 }
 
 impl Health for NodeHealth {
     fn ready(&self) -> Result<(), String> {
+        if let Some(incompatible) = self.chain.incompatibility() {
+            return Err(incompatible.to_string());
+        }
         self.consensus.as_ref().map_or(Ok(()), |readiness| readiness.check())
     }
 }
 
-/// Starts a node: opens (or creates) its chain and begins serving and producing blocks.
-pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
+/// Starts a node reporting `version`: opens (or creates) its chain and begins serving and
+/// producing blocks. Refuses to start when the chain runs under a compatibility version above
+/// what `version` executes.
+pub async fn start(config: &NodeConfig, version: NodeVersion) -> Result<RunningNode, ServiceError> {
     let genesis = Genesis::load(&config.genesis_file)?;
     let key = NodeKey::load(&config.node_key_file)?;
     let node_id = key.node_id();
@@ -126,7 +140,12 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
             .map_err(|source| ServiceError::Storage { path: db_path.clone(), source })?,
     );
     let registry = Registry::new();
-    let chain = Arc::new(Chain::open(store.clone(), &genesis, ChainMetrics::register(&registry))?);
+    let chain = Arc::new(Chain::open(
+        store.clone(),
+        &genesis,
+        version.max_compatibility_version(),
+        ChainMetrics::register(&registry),
+    )?);
     let pool = Arc::new(TxPool::new(
         genesis.chain_id,
         config.txpool.clone(),
@@ -136,12 +155,24 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
         PoolMetrics::register(&registry),
     ));
     let restored = pool.restore()?;
-    tracing::info!(target: "service", height = store.head_number(), restored, %node_id, "chain opened");
+    tracing::info!(
+        target: "service",
+        height = store.head_number(),
+        restored,
+        %node_id,
+        version = version.software(),
+        protocol = %version.protocol(),
+        compatibility = chain.system_config().compatibility_version,
+        max_compatibility = version.max_compatibility_version(),
+        "chain opened"
+    );
 
     let api = Arc::new(NodeApi {
         chain: chain.clone(),
         pool: pool.clone(),
         node_id,
+        version: version.clone(),
+        network: OnceLock::new(),
         metrics: RpcMetrics::register(&registry),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -183,7 +214,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
     }
     let consensus = match &config.p2p {
         None if consensus_nodes == [node_id] && registered == [node_id] => {
-            let sealer = SoloSealer::new(chain, pool, key);
+            let sealer = SoloSealer::new(chain.clone(), pool, key);
             let sealer_shutdown = shutdown_rx.clone();
             tasks.spawn(async move { sealer.run(sealer_shutdown).await.map_err(ServiceError::from) });
             None
@@ -196,12 +227,16 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
         }
         Some(p2p) => {
             let certificates = node_certificates(p2p, &genesis, &key, revoked, &registry)?;
-            let network = NetworkSetup { p2p, certificates };
-            Some(start_consensus(network, &key, chain, pool, &registry, &mut tasks, shutdown_rx.clone()).await?)
+            let network = NetworkSetup { p2p, certificates, version };
+            let (readiness, network) =
+                start_consensus(network, &key, chain.clone(), pool, &registry, &mut tasks, shutdown_rx.clone()).await?;
+            // Set once, here: the API was built before the network started.
+            let _ = api.network.set(network);
+            Some(readiness)
         }
     };
     let metrics_shutdown = wait_for(shutdown_rx.clone());
-    let health = Arc::new(NodeHealth { consensus });
+    let health = Arc::new(NodeHealth { chain, consensus });
     tasks.spawn(async move {
         crate::metrics::serve(metrics_listener, registry, health, metrics_shutdown).await?;
         Ok(())
@@ -225,6 +260,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
 struct NetworkSetup<'a> {
     p2p: &'a P2pConfig,
     certificates: Option<Certificates>,
+    version: NodeVersion,
 }
 
 /// This node's certificates for peer admission: required when the genesis names a chain CA, and
@@ -259,7 +295,7 @@ fn node_certificates(
 }
 
 /// Starts the network and the consensus engine in force for the next block (none, for an
-/// observer).
+/// observer); returns what the readiness probe reads and the network.
 async fn start_consensus(
     setup: NetworkSetup<'_>,
     key: &NodeKey,
@@ -268,7 +304,7 @@ async fn start_consensus(
     registry: &Registry,
     tasks: &mut JoinSet<Result<(), ServiceError>>,
     shutdown: watch::Receiver<bool>,
-) -> Result<Arc<Readiness>, ServiceError> {
+) -> Result<(Arc<Readiness>, NetworkHandle), ServiceError> {
     let p2p = setup.p2p;
     let revoked = setup.certificates.as_ref().map(|certificates| certificates.revoked.clone());
     let mut bootstrap = Vec::new();
@@ -279,6 +315,7 @@ async fn start_consensus(
         bootstrap,
         policy: Arc::new(Blacklist(p2p.blacklist.iter().copied().collect())),
         certificates: setup.certificates,
+        version: setup.version,
         ..NetworkConfig::new(tcp_multiaddr(p2p.listen))
     };
     let (network, events) = Network::start(network_config, key, registry)
@@ -307,7 +344,7 @@ async fn start_consensus(
     }
     let readiness = driver.readiness();
     tasks.spawn(async move { driver.run(events, shutdown).await.map_err(ServiceError::from) });
-    Ok(readiness)
+    Ok((readiness, network))
 }
 
 /// Gives the engine what it saved before the node stopped.
