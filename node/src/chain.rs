@@ -50,6 +50,21 @@ pub struct CommittedBlock {
     pub receipts: Vec<StoredReceipt>,
 }
 
+/// The chain runs under a compatibility version above the highest this build executes: its
+/// blocks follow rules this build does not know, so the node applies none of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "from block {height} the chain runs under compatibility version {required}, but this build executes at most version {supported}: upgrade the node to a release that supports version {required}"
+)]
+pub struct Incompatible {
+    /// The first block this node cannot apply.
+    pub height: u64,
+    /// The compatibility version in force there.
+    pub required: u32,
+    /// The highest version this build executes.
+    pub supported: u32,
+}
+
 /// A failure to build or commit a block.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -60,6 +75,9 @@ pub enum ChainError {
     /// Execution failed.
     #[error(transparent)]
     Execution(#[from] ExecutionError),
+    /// The chain needs a newer build.
+    #[error(transparent)]
+    Incompatible(#[from] Incompatible),
     /// The head header is missing: the database is damaged.
     #[error("head block {0} is missing from storage")]
     MissingHead(u64),
@@ -83,6 +101,8 @@ pub struct Chain {
     chain_id: u64,
     genesis_hash: B256,
     config: RwLock<SystemConfig>,
+    /// The highest compatibility version this node executes.
+    max_compatibility_version: u32,
     events: broadcast::Sender<Arc<CommittedBlock>>,
     metrics: ChainMetrics,
 }
@@ -160,9 +180,15 @@ fn chain_slot(name: &str) -> U256 {
 }
 
 impl Chain {
-    /// Opens the chain in `store`, writing genesis if the store is new and refusing a store that
-    /// belongs to another chain.
-    pub fn open(store: Arc<RocksStore>, genesis: &Genesis, metrics: ChainMetrics) -> Result<Self, ChainError> {
+    /// Opens the chain in `store`, writing genesis if the store is new. Refuses a store that
+    /// belongs to another chain, and a chain whose next block runs under a compatibility version
+    /// above `max_compatibility_version` (the node would have to apply rules it does not know).
+    pub fn open(
+        store: Arc<RocksStore>,
+        genesis: &Genesis,
+        max_compatibility_version: u32,
+        metrics: ChainMetrics,
+    ) -> Result<Self, ChainError> {
         let block0 = genesis_block(genesis);
         if store.is_initialised() {
             let stored = store.header(0)?.ok_or(ChainError::MissingHead(0))?.hash();
@@ -174,7 +200,10 @@ impl Chain {
         }
         let head = store.head_number();
         let config = read_system_config(store.as_ref(), head + 1)?;
+        check_compatibility(head + 1, config.compatibility_version, max_compatibility_version)?;
         metrics.height.set(head as i64);
+        metrics.compatibility_version.set(i64::from(config.compatibility_version));
+        metrics.max_compatibility_version.set(i64::from(max_compatibility_version));
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Ok(Self {
             store,
@@ -182,6 +211,7 @@ impl Chain {
             chain_id: genesis.chain_id,
             genesis_hash: block0.hash,
             config: RwLock::new(config),
+            max_compatibility_version,
             events,
             metrics,
         })
@@ -210,6 +240,13 @@ impl Chain {
     /// The system config in force for the next block.
     pub fn system_config(&self) -> SystemConfig {
         self.config.read().clone()
+    }
+
+    /// Why this node applies no more blocks: the compatibility version in force for the next
+    /// block is above the highest it executes. `None` while it applies them.
+    pub fn incompatibility(&self) -> Option<Incompatible> {
+        let required = self.config.read().compatibility_version;
+        check_compatibility(self.store.head_number() + 1, required, self.max_compatibility_version).err()
     }
 
     /// The consensus node set in force for the next block.
@@ -262,7 +299,11 @@ impl Chain {
 
     /// Execution context for read-only calls: the block that would follow the head, so calls see
     /// the latest state under the rules (and system config) the next block will run with.
+    /// A node that no longer knows those rules answers no calls.
     pub fn call_input(&self) -> Result<BlockInput, ChainError> {
+        if let Some(incompatible) = self.incompatibility() {
+            return Err(incompatible.into());
+        }
         self.next_block_input(now_ms())
     }
 
@@ -314,6 +355,20 @@ impl Chain {
         let included: Vec<(Address, u64, B256)> =
             executed.included.iter().map(|tx| (tx.sender(), tx.nonce(), tx.hash())).collect();
         pool.on_block_committed(&included, config.block_gas_limit);
+        let next = write.header.number + 1;
+        self.metrics.compatibility_version.set(i64::from(config.compatibility_version));
+        if let Err(incompatible) =
+            check_compatibility(next, config.compatibility_version, self.max_compatibility_version)
+        {
+            self.metrics.incompatible.set(1);
+            tracing::error!(
+                target: "chain",
+                height = next,
+                required = incompatible.required,
+                supported = incompatible.supported,
+                "{incompatible}; this node applies no more blocks and takes no part in consensus"
+            );
+        }
         if !executed.rejected.is_empty() {
             for (hash, reason) in &executed.rejected {
                 tracing::info!(target: "chain", %hash, %reason, "dropping unexecutable transaction");
@@ -338,7 +393,9 @@ impl Chain {
         Ok(committed)
     }
 
-    /// Executes transactions as the next block.
+    /// Executes transactions as the next block; refuses to when the block runs under a
+    /// compatibility version above the highest this node executes. Every block a node builds,
+    /// checks for consensus or applies by sync is executed here.
     pub fn execute_next(
         &self,
         input: &BlockInput,
@@ -353,10 +410,20 @@ impl Chain {
         if head != parent {
             return Err(ChainError::HeadMoved { number: input.number, parent, head });
         }
+        // From the snapshot rather than the config kept for the head: this is exactly the state
+        // the block executes on, even while another task commits.
+        let required = read_system_config(&state, input.number)?.compatibility_version;
+        check_compatibility(input.number, required, self.max_compatibility_version)?;
         let executed = self.executor.execute_block(&state, self.store.as_ref(), input, txs)?;
         timer.observe_duration();
         Ok(executed)
     }
+}
+
+/// `Err` when block `height`, under compatibility version `required`, needs rules above
+/// `supported`.
+fn check_compatibility(height: u64, required: u32, supported: u32) -> Result<(), Incompatible> {
+    if required > supported { Err(Incompatible { height, required, supported }) } else { Ok(()) }
 }
 
 /// Milliseconds since the Unix epoch by the local clock (0 if the clock is before 1970).
@@ -374,3 +441,6 @@ pub fn sign_commit(key: &NodeKey, hash: B256, number: u64, round: u64) -> Quorum
         votes: vec![Vote { node_id: key.node_id(), signature: key.sign(&message) }],
     }
 }
+
+#[cfg(test)]
+mod tests;

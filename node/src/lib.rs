@@ -6,7 +6,9 @@
 //! back by [`rpc`]. [`sync`] brings a lagging node up to date, verifying every certificate and
 //! re-executing every block. [`network`] carries consensus messages, transaction gossip and block sync
 //! between nodes over libp2p. [`metrics`] exposes Prometheus metrics and health probes; [`cli`]
-//! and [`service`] assemble a running node.
+//! and [`service`] assemble a running node. [`version`] says what this build supports: the
+//! versions a node reports and states to its peers, and the highest chain compatibility version
+//! it executes, beyond which [`chain`] applies no blocks.
 
 pub mod chain;
 pub mod cli;
@@ -21,3 +23,4 @@ pub mod sync;
 #[cfg(test)]
 mod test_utils;
 pub mod txpool;
+pub mod version;

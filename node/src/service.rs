@@ -1,7 +1,11 @@
 //! Assembles a running node from its configuration: storage, chain, pool, block production,
 //! JSON-RPC, gRPC and metrics, with one shutdown signal for all of them.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+};
 
 use bcos_consensus::{Engine, EngineConfig, RestoreError, Validators};
 use bcos_sdk::{
@@ -20,13 +24,16 @@ use crate::{
         switch::ConsensusEngine,
     },
     metrics::{ChainMetrics, Health, PoolMetrics, RpcMetrics, RpcTlsMetrics},
-    network::{Blacklist, Certificates, Multiaddr, Network, NetworkConfig, host_multiaddr, tcp_multiaddr},
+    network::{
+        Blacklist, Certificates, Multiaddr, Network, NetworkConfig, NetworkHandle, host_multiaddr, tcp_multiaddr,
+    },
     rpc::{
         NodeApi, eth, grpc,
         tls::{TlsError, TlsServer},
     },
     storage::{BlockReader, RocksStore, StorageError},
     txpool::{PoolError, TxPool},
+    version::NodeVersion,
 };
 
 /// Why a node could not start or stopped with an error.
@@ -103,19 +110,26 @@ pub struct RunningNode {
 }
 
 /// A single consensus node is its own quorum: once started it is as current as the chain. A
-/// node with peers is ready once it is current with them.
+/// node with peers is ready once it is current with them. A node whose chain needs a newer build
+/// is never ready: it falls behind with every block.
 struct NodeHealth {
+    chain: Arc<Chain>,
     live: Arc<LiveState>,
 }
 
 impl Health for NodeHealth {
     fn ready(&self) -> Result<(), String> {
+        if let Some(incompatible) = self.chain.incompatibility() {
+            return Err(incompatible.to_string());
+        }
         self.live.check()
     }
 }
 
-/// Starts a node: opens (or creates) its chain and begins serving and producing blocks.
-pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
+/// Starts a node reporting `version`: opens (or creates) its chain and begins serving and
+/// producing blocks. Refuses to start when the chain runs under a compatibility version above
+/// what `version` executes.
+pub async fn start(config: &NodeConfig, version: NodeVersion) -> Result<RunningNode, ServiceError> {
     let genesis = Genesis::load(&config.genesis_file)?;
     let key = NodeKey::load(&config.node_key_file)?;
     let node_id = key.node_id();
@@ -126,7 +140,12 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
             .map_err(|source| ServiceError::Storage { path: db_path.clone(), source })?,
     );
     let registry = Registry::new();
-    let chain = Arc::new(Chain::open(store.clone(), &genesis, ChainMetrics::register(&registry))?);
+    let chain = Arc::new(Chain::open(
+        store.clone(),
+        &genesis,
+        version.max_compatibility_version(),
+        ChainMetrics::register(&registry),
+    )?);
     let pool = Arc::new(TxPool::new(
         genesis.chain_id,
         config.txpool.clone(),
@@ -136,7 +155,17 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
         PoolMetrics::register(&registry),
     ));
     let restored = pool.restore()?;
-    tracing::info!(target: "service", height = store.head_number(), restored, %node_id, "chain opened");
+    tracing::info!(
+        target: "service",
+        height = store.head_number(),
+        restored,
+        %node_id,
+        version = version.software(),
+        protocol = %version.protocol(),
+        compatibility = chain.system_config().compatibility_version,
+        max_compatibility = version.max_compatibility_version(),
+        "chain opened"
+    );
 
     let live = Arc::new(if config.p2p.is_none() { LiveState::solo() } else { LiveState::default() });
     let api = Arc::new(NodeApi {
@@ -144,6 +173,8 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
         pool: pool.clone(),
         node_id,
         live: live.clone(),
+        version: version.clone(),
+        network: OnceLock::new(),
         metrics: RpcMetrics::register(&registry),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -185,7 +216,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
     }
     match &config.p2p {
         None if consensus_nodes == [node_id] && registered == [node_id] => {
-            let sealer = SoloSealer::new(chain, pool, key);
+            let sealer = SoloSealer::new(chain.clone(), pool, key);
             let sealer_shutdown = shutdown_rx.clone();
             tasks.spawn(async move { sealer.run(sealer_shutdown).await.map_err(ServiceError::from) });
         }
@@ -197,12 +228,15 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
         }
         Some(p2p) => {
             let certificates = node_certificates(p2p, &genesis, &key, revoked, &registry)?;
-            let setup = ConsensusSetup { p2p, certificates, live: live.clone() };
-            start_consensus(setup, &key, chain, pool, &registry, &mut tasks, shutdown_rx.clone()).await?;
+            let setup = ConsensusSetup { p2p, certificates, version, live: live.clone() };
+            let network =
+                start_consensus(setup, &key, chain.clone(), pool, &registry, &mut tasks, shutdown_rx.clone()).await?;
+            // Set once, here: the API was built before the network started.
+            let _ = api.network.set(network);
         }
     }
     let metrics_shutdown = wait_for(shutdown_rx.clone());
-    let health = Arc::new(NodeHealth { live });
+    let health = Arc::new(NodeHealth { chain, live });
     tasks.spawn(async move {
         crate::metrics::serve(metrics_listener, registry, health, metrics_shutdown).await?;
         Ok(())
@@ -226,6 +260,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, ServiceError> {
 struct ConsensusSetup<'a> {
     p2p: &'a P2pConfig,
     certificates: Option<Certificates>,
+    version: NodeVersion,
     /// Where the driver publishes readiness, leadership and peers for the probe and the APIs.
     live: Arc<LiveState>,
 }
@@ -262,7 +297,7 @@ fn node_certificates(
 }
 
 /// Starts the network and the consensus engine in force for the next block (none, for an
-/// observer).
+/// observer); returns the network.
 async fn start_consensus(
     setup: ConsensusSetup<'_>,
     key: &NodeKey,
@@ -271,7 +306,7 @@ async fn start_consensus(
     registry: &Registry,
     tasks: &mut JoinSet<Result<(), ServiceError>>,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), ServiceError> {
+) -> Result<NetworkHandle, ServiceError> {
     let p2p = setup.p2p;
     let revoked = setup.certificates.as_ref().map(|certificates| certificates.revoked.clone());
     let mut bootstrap = Vec::new();
@@ -282,6 +317,7 @@ async fn start_consensus(
         bootstrap,
         policy: Arc::new(Blacklist(p2p.blacklist.iter().copied().collect())),
         certificates: setup.certificates,
+        version: setup.version,
         ..NetworkConfig::new(tcp_multiaddr(p2p.listen))
     };
     let (network, events) = Network::start(network_config, key, registry)
@@ -310,7 +346,7 @@ async fn start_consensus(
     }
     let driver = driver.publishing_into(setup.live);
     tasks.spawn(async move { driver.run(events, shutdown).await.map_err(ServiceError::from) });
-    Ok(())
+    Ok(network)
 }
 
 /// Gives the engine what it saved before the node stopped.

@@ -1,6 +1,7 @@
 //! Checks over a [`Cluster`]'s chain through JSON-RPC: heights, progress and stalls, block
 //! proposers, probe transfers, quorum certificates, and that every node holds the same chain;
-//! and through each node's Prometheus endpoint, which consensus engine it runs.
+//! through each node's Prometheus endpoint, which consensus engine it runs; and each node's
+//! status, over gRPC and JSON-RPC.
 //!
 //! Every request has a time limit, so a paused node fails a check instead of hanging it.
 
@@ -15,6 +16,8 @@ use alloy::{
 use anyhow::{Context, bail, ensure};
 use bcos_sdk::{
     crypto::{AccountKey, verify_node_signature},
+    governance::Governor,
+    proto,
     types::QuorumCertificate,
 };
 
@@ -411,6 +414,20 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Node `i`'s status over gRPC (`GetStatus`), read as the operator reads it: through the
+    /// SDK's [`Governor`] (here acting as committee member 0).
+    pub async fn grpc_status(&self, i: usize) -> anyhow::Result<proto::NodeStatus> {
+        let what = format!("gRPC status of node {i}");
+        let mut governor = limited(&what, Governor::connect(&self.endpoints(i)?.grpc, self.committee_key(0)?)).await?;
+        limited(&what, governor.status()).await
+    }
+
+    /// Node `i`'s status over JSON-RPC (`bcos_nodeStatus`).
+    pub async fn rpc_status(&self, i: usize) -> anyhow::Result<serde_json::Value> {
+        let provider = self.provider(i)?;
+        limited(&format!("JSON-RPC status of node {i}"), provider.raw_request("bcos_nodeStatus".into(), ())).await
     }
 
     /// Node `i`'s consensus metrics.

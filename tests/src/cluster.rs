@@ -12,6 +12,10 @@
 //! deciding alone), and [`ClusterSpec::with_permissions`] switches the role checks on, with the
 //! funded accounts holding `deployer` and `transactor` so loads and probes still run.
 //!
+//! [`Cluster::start_mixed`] starts some nodes as another release would run ([`Launch`]: the
+//! software version they report, the highest compatibility version they execute), and
+//! [`Cluster::restart_as`] restarts a node as another release, as a rolling upgrade does.
+//!
 //! The cluster pins the `bcos-node` binary when it starts (a hard link in its directory), so a
 //! rebuild of the shared target directory during a test cannot restart a node with another build.
 
@@ -58,6 +62,27 @@ const CA_DIR: &str = "ca";
 const DATA_DIR: &str = "data";
 /// Set this variable to keep the cluster's directory (keys, data, logs) after the test.
 const KEEP_ENV: &str = "BCOS_TEST_KEEP";
+/// The node's override of the software version it reports (`bcos_node::version`).
+const REPORTED_VERSION_ENV: &str = "BCOS_REPORTED_VERSION";
+
+/// How a node process runs beyond its `node.yaml`: as this build (the default), or as a build of
+/// another release, which one binary plays through the node's rollout-test overrides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Launch {
+    /// The software version the node reports (`BCOS_REPORTED_VERSION`); `None`: the build's.
+    pub reported_version: Option<String>,
+    /// The highest chain compatibility version the node executes
+    /// (`--max-compatibility-version`); `None`: the build's.
+    pub max_compatibility_version: Option<u32>,
+}
+
+impl Launch {
+    /// A build of an earlier release: it reports `version` and executes the chain up to
+    /// compatibility version `max` only.
+    pub fn release(version: &str, max: u32) -> Self {
+        Self { reported_version: Some(version.to_owned()), max_compatibility_version: Some(max) }
+    }
+}
 
 /// What chain a [`Cluster`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +174,7 @@ struct Node {
     child: Option<Child>,
     endpoints: Option<Endpoints>,
     paused: bool,
+    launch: Launch,
 }
 
 /// A running chain of node processes joined through proxies. Dropping it kills every process.
@@ -166,6 +192,12 @@ pub struct Cluster {
 impl Cluster {
     /// Creates the chain in a new temporary directory and starts every node.
     pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
+        Self::start_mixed(spec, &[]).await
+    }
+
+    /// [`Cluster::start`], with each node of `launches` started as its [`Launch`] says (and
+    /// restarted so, until [`Cluster::restart_as`]).
+    pub async fn start_mixed(spec: ClusterSpec, launches: &[(usize, Launch)]) -> anyhow::Result<Self> {
         ensure!(spec.nodes >= 2, "a cluster has at least two nodes");
         ensure!(spec.committee >= 1, "a chain has a committee");
         crate::install_tls_provider();
@@ -268,6 +300,11 @@ impl Cluster {
                 child: None,
                 endpoints: None,
                 paused: false,
+                launch: launches
+                    .iter()
+                    .find(|(i, _)| *i == index)
+                    .map(|(_, launch)| launch.clone())
+                    .unwrap_or_default(),
             });
         }
         let mut cluster = Self {
@@ -282,7 +319,7 @@ impl Cluster {
         // Start every genesis node at once: each spends most of its start-up opening its database.
         let starts = cluster.nodes[..genesis_nodes]
             .iter()
-            .map(|node| spawn_node(&node.binary, &node.config, &node.log, node.id));
+            .map(|node| spawn_node(&node.binary, &node.config, &node.log, node.id, &node.launch));
         let started = futures::future::join_all(starts).await;
         for (node, result) in cluster.nodes.iter_mut().zip(started) {
             let (child, endpoints) = result?;
@@ -434,10 +471,17 @@ impl Cluster {
     pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         self.kill(i).await?;
         let node = &mut self.nodes[i];
-        let (child, endpoints) = spawn_node(&node.binary, &node.config, &node.log, node.id).await?;
+        let (child, endpoints) = spawn_node(&node.binary, &node.config, &node.log, node.id, &node.launch).await?;
         node.child = Some(child);
         node.endpoints = Some(endpoints);
         Ok(())
+    }
+
+    /// [`Cluster::restart`] as `launch` says, from now on: a node upgraded (or downgraded) to
+    /// another release. An error when the node exits before it serves (with its log's end).
+    pub async fn restart_as(&mut self, i: usize, launch: Launch) -> anyhow::Result<()> {
+        self.nodes.get_mut(i).context("no such node")?.launch = launch;
+        self.restart(i).await
     }
 
     /// Stops node `i` with SIGSTOP: it keeps its connections but says and answers nothing.
@@ -525,23 +569,29 @@ fn pin_binary(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(pinned)
 }
 
-/// Starts `bcos-node run` and waits for it to print its endpoints; stderr goes to `log`.
+/// Starts `bcos-node run` as `launch` says and waits for it to print its endpoints; stderr goes
+/// to `log`.
 pub(crate) async fn spawn_node(
     binary: &Path,
     config: &Path,
     log: &Path,
     id: B256,
+    launch: &Launch,
 ) -> anyhow::Result<(Child, Endpoints)> {
     let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).context("opening node log")?;
-    let mut child = Command::new(binary)
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting bcos-node run")?;
+    let mut command = Command::new(binary);
+    command.arg("run").arg("--config").arg(config);
+    // Set or removed, never inherited: a variable in the test's environment must not change
+    // what every node reports.
+    match &launch.reported_version {
+        Some(version) => command.env(REPORTED_VERSION_ENV, version),
+        None => command.env_remove(REPORTED_VERSION_ENV),
+    };
+    if let Some(max) = launch.max_compatibility_version {
+        command.arg("--max-compatibility-version").arg(max.to_string());
+    }
+    let mut child =
+        command.stdout(Stdio::piped()).stderr(stderr).kill_on_drop(true).spawn().context("starting bcos-node run")?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let parsed = tokio::time::timeout(START_TIMEOUT, async {

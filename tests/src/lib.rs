@@ -30,7 +30,7 @@ pub mod proxy;
 mod solo;
 
 pub use checks::{BlockSummary, Certificate, EngineMetrics};
-pub use cluster::{CHAIN_ID, Cluster, ClusterSpec};
+pub use cluster::{CHAIN_ID, Cluster, ClusterSpec, Launch};
 pub use load::{Asset, Load, LoadReport, Sent};
 pub use solo::{SoloNode, SoloSpec};
 

@@ -17,7 +17,7 @@ use tokio::process::Child;
 
 use crate::{
     CHAIN_ID, Endpoints,
-    cluster::{now_ms, spawn_node},
+    cluster::{Launch, now_ms, spawn_node},
     node_binary,
 };
 
@@ -72,7 +72,8 @@ impl SoloNode {
         let config_file = dir.join("node.yaml");
         config.save(&config_file)?;
         let log = dir.join("node.log");
-        let (child, endpoints) = spawn_node(&node_binary()?, &config_file, &log, key.node_id()).await?;
+        let (child, endpoints) =
+            spawn_node(&node_binary()?, &config_file, &log, key.node_id(), &Launch::default()).await?;
         Ok(Self { _child: child, endpoints, log })
     }
 

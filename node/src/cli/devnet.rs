@@ -14,7 +14,7 @@ use bcos_sdk::{
 };
 use clap::Args;
 
-use crate::service;
+use crate::{service, version::NodeVersion};
 
 /// Options of `devnet`.
 #[derive(Debug, Args)]
@@ -179,10 +179,11 @@ pub(super) async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     );
     let node_count = u16::try_from(genesis.consensus_nodes.len() + genesis.observer_nodes.len())
         .context("too many nodes in genesis")?;
+    let version = NodeVersion::from_env()?;
     let mut nodes = Vec::new();
     for index in 0..node_count {
         let config = NodeConfig::load(&node_dir(&args.dir, index).join("node.yaml"))?;
-        let node = service::start(&config).await.with_context(|| format!("starting node {index}"))?;
+        let node = service::start(&config, version.clone()).await.with_context(|| format!("starting node {index}"))?;
         super::print_endpoints(&format!("node {index}"), &node.endpoints, node.node_id);
         nodes.push(node);
     }

@@ -12,7 +12,7 @@ use bcos_sdk::{
 };
 use clap::{Parser, Subcommand};
 
-use crate::service;
+use crate::{service, version::NodeVersion};
 
 /// The BCOS node.
 #[derive(Debug, Parser)]
@@ -27,10 +27,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one node from its node.yaml (what a container runs).
+    ///
+    /// The software version the node reports can be overridden with the environment variable
+    /// BCOS_REPORTED_VERSION (a semantic version), for rollout tests.
     Run {
         /// The node file.
         #[arg(long, short)]
         config: PathBuf,
+        /// For rollout tests: execute the chain only up to this compatibility version, as a
+        /// build of an earlier release would (at most this build's own maximum).
+        #[arg(long, hide = true)]
+        max_compatibility_version: Option<u32>,
     },
     /// Start a local chain with generated keys and genesis; rerun on the same --dir to resume it.
     Devnet(devnet::DevnetArgs),
@@ -52,9 +59,13 @@ pub enum Command {
 /// Runs the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { config } => {
+        Command::Run { config, max_compatibility_version } => {
+            let mut version = NodeVersion::from_env()?;
+            if let Some(max) = max_compatibility_version {
+                version = version.with_max_compatibility_version(max)?;
+            }
             let config = NodeConfig::load(&config)?;
-            let node = service::start(&config).await?;
+            let node = service::start(&config, version).await?;
             print_endpoints("node", &node.endpoints, node.node_id);
             node.run_until(ctrl_c_or_term()).await?;
             Ok(())

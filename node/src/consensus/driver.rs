@@ -12,7 +12,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU32, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
@@ -22,7 +22,7 @@ use bcos_consensus::{BuildRequest, Commit, Engine, Proposal, Target, Validators}
 use bcos_sdk::{config::parse_node_address, crypto::NodeKey, pki::RevocationList};
 use prometheus::Registry;
 use tokio::{
-    sync::{broadcast, mpsc, watch},
+    sync::{broadcast, mpsc, oneshot, watch},
     time::Instant,
 };
 
@@ -64,14 +64,13 @@ pub trait WireMessage: Sized + Clone + Send + 'static {
 const READY_LAG: u64 = 2;
 
 /// What the driver publishes about the running node: whether it is current with its peers (the
-/// readiness probe), whether it leads the current round, whether it is syncing, and how many
-/// peers it has. The status APIs and the probe read it without reaching into the driver's task.
+/// readiness probe), whether it leads the current round and whether it is syncing. The status
+/// APIs and the probe read it without reaching into the driver's task.
 #[derive(Debug, Default)]
 pub struct LiveState {
     caught_up: AtomicBool,
     leading: AtomicBool,
     syncing: AtomicBool,
-    peers: AtomicU32,
 }
 
 impl LiveState {
@@ -94,11 +93,6 @@ impl LiveState {
     /// Whether it is fetching blocks from a peer.
     pub fn syncing(&self) -> bool {
         self.syncing.load(Ordering::Acquire)
-    }
-
-    /// Peers with an admitted connection.
-    pub fn peers(&self) -> u32 {
-        self.peers.load(Ordering::Acquire)
     }
 
     fn set(&self, caught_up: bool) {
@@ -223,30 +217,63 @@ impl Driver {
         self
     }
 
-    /// Refreshes what changes without an event of its own: leadership and the peer count.
+    /// Refreshes what changes without an event of its own: leadership and sync.
     fn publish(&self) {
         let leading = self.engine.current_leader() == Some(self.node_id);
         self.live.leading.store(leading, Ordering::Release);
-        let peers = u32::try_from(self.network.connected_count()).unwrap_or(u32::MAX);
-        self.live.peers.store(peers, Ordering::Release);
         self.live.syncing.store(self.syncing, Ordering::Release);
     }
 
-    /// Runs until `shutdown` turns true or the chain fails.
+    /// Runs until `shutdown` turns true or the chain fails. Once the chain needs a newer build
+    /// ([`Chain::incompatibility`]) the node takes no further part in consensus and applies no
+    /// blocks; it only serves the blocks it has to peers, until shut down.
     pub async fn run(
-        self,
-        events: mpsc::Receiver<NetworkEvent>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Result<(), ChainError> {
-        // Several nodes may share a process (devnet, tests): every line names its node.
-        let span = tracing::info_span!("node", id = %short_id(&self.node_id));
-        tracing::Instrument::instrument(self.run_loop(events, shutdown), span).await
-    }
-
-    async fn run_loop(
         mut self,
         mut events: mpsc::Receiver<NetworkEvent>,
         mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ChainError> {
+        // Several nodes may share a process (devnet, tests): every line names its node.
+        let span = tracing::info_span!("node", id = %short_id(&self.node_id));
+        tracing::Instrument::instrument(
+            async move {
+                match self.run_loop(&mut events, &mut shutdown).await {
+                    Err(ChainError::Incompatible(incompatible)) => {
+                        tracing::warn!(target: "consensus", %incompatible, "consensus stopped");
+                        self.serve_only(events, shutdown).await;
+                        Ok(())
+                    }
+                    other => other,
+                }
+            },
+            span,
+        )
+        .await
+    }
+
+    /// What a node that applies no more blocks still does: answer peers' sync requests from its
+    /// chain, which stays valid up to its head.
+    async fn serve_only(&self, mut events: mpsc::Receiver<NetworkEvent>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    // An error: the node that would signal shutdown is gone.
+                    if changed.is_err() || *shutdown.borrow() {
+                        return;
+                    }
+                }
+                event = events.recv() => match event {
+                    Some(NetworkEvent::SyncRequest { from, bytes, reply }) => self.serve_sync(from, bytes, reply),
+                    Some(_) => {}
+                    None => return,
+                },
+            }
+        }
+    }
+
+    async fn run_loop(
+        &mut self,
+        events: &mut mpsc::Receiver<NetworkEvent>,
+        shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), ChainError> {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -349,22 +376,31 @@ impl Driver {
                     _ => tracing::warn!(target: "consensus", %from, "malformed transaction gossip"),
                 }
             }
-            NetworkEvent::SyncRequest { from, bytes, reply } => {
-                let chain = self.chain.clone();
-                tokio::task::spawn_blocking(move || {
-                    let response = SyncRequest::decode(&bytes)
-                        .map_err(sync::SyncError::from)
-                        .and_then(|request| sync::serve(&chain, &request));
-                    match response {
-                        Ok(response) => {
-                            let _ = reply.send(Bytes::from(response.encode()));
-                        }
-                        Err(e) => tracing::debug!(target: "sync", %from, error = %e, "sync request not served"),
-                    }
-                });
-            }
+            NetworkEvent::SyncRequest { from, bytes, reply } => self.serve_sync(from, bytes, reply),
             NetworkEvent::PeerConnected(_) | NetworkEvent::PeerDisconnected(_) => {}
         }
+    }
+
+    fn serve_sync(&self, from: NodeId, bytes: Bytes, reply: oneshot::Sender<Bytes>) {
+        let chain = self.chain.clone();
+        tokio::task::spawn_blocking(move || {
+            let response = SyncRequest::decode(&bytes)
+                .map_err(sync::SyncError::from)
+                .and_then(|request| sync::serve(&chain, &request));
+            match response {
+                Ok(response) => {
+                    let _ = reply.send(Bytes::from(response.encode()));
+                }
+                Err(e) => tracing::debug!(target: "sync", %from, error = %e, "sync request not served"),
+            }
+        });
+    }
+
+    /// Stops the driver (with [`ChainError::Incompatible`]) once the next block runs under rules
+    /// this build does not know; the chain said why when it committed the block that raised the
+    /// version.
+    fn check_compatible(&self) -> Result<(), ChainError> {
+        self.chain.incompatibility().map_or(Ok(()), |incompatible| Err(incompatible.into()))
     }
 
     fn on_work(&mut self, work: Work) -> Result<(), ChainError> {
@@ -528,6 +564,7 @@ impl Driver {
     /// Moves the engine past the new head, switching engines where the configuration in force
     /// for the next height says so.
     fn after_commit(&mut self) -> Result<(), ChainError> {
+        self.check_compatible()?;
         // Committing with the quorum, or after sync reached the best peer's head.
         self.live.set(true);
         self.executed.clear();

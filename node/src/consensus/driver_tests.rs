@@ -3,17 +3,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use alloy_consensus::TxEip1559;
-use alloy_primitives::{Address, TxKind, U256};
+use alloy_primitives::{Address, U256};
 use alloy_sol_types::SolCall;
 use bcos_consensus::{EngineConfig, Validators};
 use bcos_sdk::{
     config::{Committee, ConsensusMode, Genesis, SystemConfig, TxPoolConfig},
     crypto::{AccountKey, NodeKey},
     pki::{ChainCa, Member, MemberCa, Validity},
-    types::system::{
-        GOVERNANCE_ADDRESS, IGovernance, INodeRegistry, ISystemConfig, NODE_REGISTRY_ADDRESS, SYSTEM_CONFIG_ADDRESS,
-    },
+    types::system::{INodeRegistry, ISystemConfig, NODE_REGISTRY_ADDRESS, SYSTEM_CONFIG_ADDRESS},
 };
 use prometheus::Registry;
 use tokio::sync::{mpsc, watch};
@@ -24,8 +21,9 @@ use crate::{
     metrics::{ChainMetrics, PoolMetrics},
     network::{Blacklist, Certificates, Network, NetworkConfig, NetworkEvent, NetworkHandle, NodeId, tcp_multiaddr},
     storage::{BlockReader, RocksStore, StateReader},
-    test_utils::signed_transfer,
+    test_utils::{signed_proposal, signed_transfer},
     txpool::TxPool,
+    version::MAX_COMPATIBILITY_VERSION,
 };
 
 const TIMEOUT_MS: u64 = 2_000;
@@ -168,7 +166,10 @@ pub(super) async fn start(spec: ChainSpec) -> StartedChain {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(RocksStore::open(dir.path(), false).expect("open"));
         let registry = Registry::new();
-        let chain = Arc::new(Chain::open(store.clone(), &genesis, ChainMetrics::register(&registry)).expect("chain"));
+        let chain = Arc::new(
+            Chain::open(store.clone(), &genesis, MAX_COMPATIBILITY_VERSION, ChainMetrics::register(&registry))
+                .expect("chain"),
+        );
         let pool = Arc::new(TxPool::new(
             CHAIN_ID,
             TxPoolConfig::default(),
@@ -310,16 +311,7 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 /// Submits a call of a system contract as a proposal of the committee's only member, which
 /// carries it out at once.
 fn admin_call(node: &TestNode, admin: &AccountKey, nonce: u64, to: Address, input: Vec<u8>) {
-    let propose = IGovernance::proposeCall { target: to, data: input.into(), expiresAtBlock: u64::MAX };
-    let raw = admin.sign_transaction(TxEip1559 {
-        chain_id: CHAIN_ID,
-        nonce,
-        gas_limit: 500_000,
-        to: TxKind::Call(GOVERNANCE_ADDRESS),
-        input: propose.abi_encode().into(),
-        ..Default::default()
-    });
-    node.pool.submit(&raw).expect("admitted");
+    node.pool.submit(&signed_proposal(admin, CHAIN_ID, nonce, to, input)).expect("admitted");
 }
 
 /// Asks every node to switch to `mode` a few blocks ahead, while transfers keep coming, and waits

@@ -26,10 +26,18 @@ impl SoloSealer {
     }
 
     /// Runs until `shutdown` turns true. A storage or execution failure stops the sealer and is
-    /// returned: the node must not go on committing on top of state it could not write.
+    /// returned: the node must not go on committing on top of state it could not write. Once the
+    /// chain needs a newer build ([`Chain::incompatibility`]) it seals no more blocks, and the
+    /// node keeps serving what it has until shut down.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), ChainError> {
         let mut last_block = Instant::now();
         loop {
+            if let Some(incompatible) = self.chain.incompatibility() {
+                tracing::warn!(target: "consensus", %incompatible, "sealing stopped");
+                // An error means the node is going away: equally the end.
+                let _ = shutdown.wait_for(|stop| *stop).await;
+                return Ok(());
+            }
             let config = self.chain.system_config();
             let interval = Duration::from_millis(config.block_interval_ms);
             let full = self.pool.ready_len() as u64 >= config.max_txs_per_block;

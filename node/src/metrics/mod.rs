@@ -77,6 +77,13 @@ pub struct ChainMetrics {
     pub commit_seconds: Histogram,
     /// Transactions per block.
     pub block_txs: Histogram,
+    /// Chain compatibility version in force for the next block.
+    pub compatibility_version: IntGauge,
+    /// Highest compatibility version this node executes.
+    pub max_compatibility_version: IntGauge,
+    /// 1 once the chain runs under a compatibility version above that: the node applies no
+    /// more blocks until it is upgraded.
+    pub incompatible: IntGauge,
 }
 
 impl ChainMetrics {
@@ -99,6 +106,21 @@ impl ChainMetrics {
                 "bcos_block_transactions",
                 "Transactions per block",
                 vec![0.0, 1.0, 10.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0],
+            ),
+            compatibility_version: gauge(
+                registry,
+                "bcos_compatibility_version",
+                "Chain compatibility version in force for the next block",
+            ),
+            max_compatibility_version: gauge(
+                registry,
+                "bcos_node_max_compatibility_version",
+                "Highest chain compatibility version this node executes",
+            ),
+            incompatible: gauge(
+                registry,
+                "bcos_node_incompatible",
+                "1 when the chain needs a compatibility version above what this node executes (it applies no more blocks)",
             ),
         }
     }

@@ -13,6 +13,7 @@ use super::{
     tests::{TestNode, loopback, until},
     *,
 };
+use crate::version::{NodeVersion, ProtocolRange};
 
 const DAY: Duration = Duration::from_secs(86_400);
 const REFUSED: &str = "bcos_network_refused_connections_total";
@@ -42,6 +43,19 @@ fn year() -> Validity {
     Validity::starting(SystemTime::now() - DAY, 365 * DAY)
 }
 
+/// The network configuration of a node that trusts `trusted`'s CA and presents `chain`.
+fn config(
+    trusted: &Pki,
+    chain: Vec<Vec<u8>>,
+    revoked: RevocationList,
+    bootstrap: Vec<(NodeId, Multiaddr)>,
+) -> NetworkConfig {
+    let mut config = NetworkConfig::new(loopback());
+    config.bootstrap = bootstrap;
+    config.certificates = Some(Certificates { ca: trusted.ca.cert().der().to_vec(), chain, revoked });
+    config
+}
+
 /// Starts a node that trusts `trusted`'s CA and presents `chain`.
 async fn start(
     key: NodeKey,
@@ -50,10 +64,7 @@ async fn start(
     revoked: RevocationList,
     bootstrap: Vec<(NodeId, Multiaddr)>,
 ) -> TestNode {
-    let mut config = NetworkConfig::new(loopback());
-    config.bootstrap = bootstrap;
-    config.certificates = Some(Certificates { ca: trusted.ca.cert().der().to_vec(), chain, revoked });
-    TestNode::start_config(key, config, Registry::new()).await
+    TestNode::start_config(key, config(trusted, chain, revoked, bootstrap), Registry::new()).await
 }
 
 /// An honest node `a` of `pki` that allows `others` (the registry's word) but has not dialed them.
@@ -63,6 +74,19 @@ async fn honest(pki: &Pki, others: &[NodeId]) -> (TestNode, RevocationList) {
     let node = start(key.clone(), pki, pki.chain(&key.node_id(), year()), revoked.clone(), Vec::new()).await;
     node.handle.set_peers(others.iter().map(|id| (*id, None)).collect()).await.expect("peers set");
     (node, revoked)
+}
+
+/// Starts a node of `pki` with a valid certificate that runs the release `version` and dials
+/// `bootstrap`.
+async fn start_release(key: NodeKey, pki: &Pki, bootstrap: Vec<(NodeId, Multiaddr)>, version: NodeVersion) -> TestNode {
+    let chain = pki.chain(&key.node_id(), year());
+    let config = NetworkConfig { version, ..config(pki, chain, RevocationList::default(), bootstrap) };
+    TestNode::start_config(key, config, Registry::new()).await
+}
+
+/// A node of a release reporting `software` and speaking the protocol versions `min..=max`.
+fn release(software: &str, min: u32, max: u32) -> NodeVersion {
+    NodeVersion::this_build().reporting(software).expect("valid version").speaking(ProtocolRange { min, max })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,6 +102,36 @@ async fn peers_with_valid_chains_are_admitted_and_exchange_messages() {
     b.handle.send_consensus(a.id(), Bytes::from_static(b"vote")).expect("sent");
     assert_eq!(a.next_consensus().await, (b.id(), Bytes::from_static(b"vote")));
     assert_eq!(a.counter(REFUSED, &[]), 0);
+}
+
+/// Node `a` running `a_release`, and node `b` running `b_release` that dials it.
+async fn releases(a_release: NodeVersion, b_release: NodeVersion) -> (TestNode, TestNode) {
+    let pki = Pki::new("chain");
+    let b_key = NodeKey::generate();
+    let a = start_release(NodeKey::generate(), &pki, Vec::new(), a_release).await;
+    a.handle.set_peers(vec![(b_key.node_id(), None)]).await.expect("peers set");
+    let b = start_release(b_key, &pki, vec![(a.id(), a.addr())], b_release).await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_consecutive_releases_are_admitted_and_know_each_others_versions() {
+    // Release N speaks protocol 1; release N+1 speaks 1 and 2.
+    let (a, b) = releases(release("1.0.0", 1, 1), release("1.1.0", 1, 2)).await;
+    until("both admitted", || a.handle.is_connected(&b.id()) && b.handle.is_connected(&a.id())).await;
+    let stated = |software: &str| Some(PeerVersion { software: Some(software.to_owned()), protocol: 1 });
+    assert_eq!(a.handle.peers(), vec![(b.id(), stated("1.1.0"))]);
+    assert_eq!(b.handle.peers(), vec![(a.id(), stated("1.0.0"))]);
+    assert_eq!(a.counter(REFUSED, &[]) + b.counter(REFUSED, &[]), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_sharing_no_protocol_version_is_refused_on_both_sides() {
+    // A release two steps ahead that dropped protocol 1.
+    let (a, c) = releases(release("1.0.0", 1, 1), release("1.2.0", 2, 3)).await;
+    let label = [("reason", "incompatible_protocol")];
+    until("both refuse", || a.counter(REFUSED, &label) > 0 && c.counter(REFUSED, &label) > 0).await;
+    assert!(a.handle.peers().is_empty() && c.handle.peers().is_empty(), "never admitted");
 }
 
 /// Starts a node presenting `chain` (trusting `trusts`) that dials `a`, and waits until `a`

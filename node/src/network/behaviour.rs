@@ -9,7 +9,7 @@ use std::{
 };
 
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, connection_limits,
+    Multiaddr, PeerId, connection_limits,
     core::{Endpoint, transport::PortUse},
     ping,
     request_response::{self, ProtocolSupport},
@@ -24,12 +24,10 @@ use super::{
     certificates::{ADMISSION_TIMEOUT, MAX_ADMISSION_MESSAGE},
     codec::FrameCodec,
     config::Limits,
+    hello::{ADMISSION_PROTOCOL, AdmissionCodec, FIRST_ADMISSION_PROTOCOL},
     identity::node_id_of,
     limits::{MAX_CONNECTIONS_PER_PEER, MAX_PENDING_INCOMING, PING_INTERVAL, PING_TIMEOUT},
 };
-
-/// The protocol on which peers present their certificate chains.
-pub(crate) const ADMISSION_PROTOCOL: StreamProtocol = StreamProtocol::new("/bcos/admission/1");
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -161,8 +159,9 @@ pub(crate) struct Behaviour {
     pub(crate) admission: Admission,
     pub(crate) connection_limits: connection_limits::Behaviour,
     pub(crate) ping: ping::Behaviour,
-    /// `/bcos/admission/1`: certificate chains, exchanged once per peer connection.
-    pub(crate) certificates: request_response::Behaviour<FrameCodec>,
+    /// `/bcos/admission/2` (or `/1` with a first-release peer): versions and certificate
+    /// chains, exchanged once per peer connection.
+    pub(crate) certificates: request_response::Behaviour<AdmissionCodec>,
     pub(crate) consensus: request_response::Behaviour<FrameCodec>,
     pub(crate) txs: request_response::Behaviour<FrameCodec>,
     pub(crate) sync: request_response::Behaviour<FrameCodec>,
@@ -188,8 +187,9 @@ impl Behaviour {
             connection_limits: connection_limits::Behaviour::new(connection_limits),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL).with_timeout(PING_TIMEOUT)),
             certificates: request_response::Behaviour::with_codec(
-                FrameCodec::new(MAX_ADMISSION_MESSAGE, 0),
-                [(ADMISSION_PROTOCOL, ProtocolSupport::Full)],
+                AdmissionCodec::new(MAX_ADMISSION_MESSAGE),
+                // In order of preference: a peer negotiates the first it supports.
+                [(ADMISSION_PROTOCOL, ProtocolSupport::Full), (FIRST_ADMISSION_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(ADMISSION_TIMEOUT)
                     .with_max_concurrent_streams(2),

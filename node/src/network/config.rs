@@ -13,6 +13,7 @@ use super::{
         TX_TIMEOUT,
     },
 };
+use crate::version::NodeVersion;
 
 /// Limits of one protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +163,9 @@ pub struct NetworkConfig {
     pub policy: Arc<dyn PeerPolicy>,
     /// Certificate admission; `None` admits allowed peers on their node id alone.
     pub certificates: Option<Certificates>,
+    /// The versions this node states to peers in certificate admission, whose protocol range
+    /// peers must share.
+    pub version: NodeVersion,
 }
 
 impl NetworkConfig {
@@ -173,6 +177,7 @@ impl NetworkConfig {
             limits: Limits::default(),
             policy: Arc::new(AllowedSetOnly),
             certificates: None,
+            version: NodeVersion::this_build(),
         }
     }
 

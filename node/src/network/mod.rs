@@ -24,13 +24,17 @@
 //! given to [`NetworkHandle::set_peers`] (the on-chain node registry). A connection is closed as
 //! soon as the Noise handshake names the remote, unless the remote is in the allowed set, not
 //! banned, and accepted by the configured [`PeerPolicy`]. With [`Certificates`] configured, a
-//! connection that passes this is still not admitted: both sides then send their certificate
-//! chain on `/bcos/admission/1`, and the peer counts as connected (events, messages) only once
-//! its chain verifies to the chain CA, is valid now, is not revoked and certifies the key the
-//! peer proved in Noise; otherwise, or without a chain within [`ADMISSION_TIMEOUT`], it is
-//! dropped. Admitted chains are re-verified when the revocation list changes
-//! ([`NetworkHandle::recheck_certificates`]) and when one of them expires. Every allowed peer with a known address
-//! that is not connected is dialed, with exponential backoff ([`limits::BACKOFF_INITIAL`] doubling
+//! connection that passes this is still not admitted: both sides then send their versions and
+//! certificate chain on `/bcos/admission/2` (the chain alone on `/bcos/admission/1`, to peers of
+//! the first release), and the peer counts as connected (events, messages) only once it shares a
+//! protocol version with this node ([`crate::version`]) and its chain verifies to the chain CA,
+//! is valid now, is not revoked and certifies the key the peer proved in Noise; otherwise, or
+//! without a chain within [`ADMISSION_TIMEOUT`], it is dropped. The versions admitted peers
+//! stated are kept ([`NetworkHandle::peers`]); without certificates there is no such exchange,
+//! and peers' versions are neither known nor checked. Admitted chains are re-verified when the
+//! revocation list changes ([`NetworkHandle::recheck_certificates`]) and when one of them
+//! expires. Every allowed peer with a known address that is not connected is dialed, with
+//! exponential backoff ([`limits::BACKOFF_INITIAL`] doubling
 //! to [`limits::BACKOFF_MAX`]). Liveness pings close dead connections.
 //!
 //! # Hostile input
@@ -48,6 +52,7 @@ mod certificates;
 mod codec;
 mod config;
 mod error;
+mod hello;
 pub mod identity;
 pub mod limits;
 mod metrics;
@@ -58,7 +63,7 @@ mod service;
 pub(crate) mod tests;
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -76,6 +81,7 @@ pub use config::{
     AllowedSetOnly, Blacklist, Limits, NetworkConfig, PeerPolicy, ProtocolLimits, host_multiaddr, tcp_multiaddr,
 };
 pub use error::{NetworkError, Result};
+pub use hello::PeerVersion;
 pub use libp2p::Multiaddr;
 pub use protocol::Protocol;
 
@@ -142,7 +148,8 @@ enum Command {
 /// State the network task publishes to handles.
 #[derive(Debug, Default)]
 struct Shared {
-    connected: RwLock<BTreeSet<NodeId>>,
+    /// Admitted peers and the versions they stated (`None`: no admission exchange).
+    connected: RwLock<BTreeMap<NodeId, Option<PeerVersion>>>,
     listen_addrs: RwLock<Vec<Multiaddr>>,
 }
 
@@ -193,7 +200,7 @@ impl Network {
             Arc::clone(&shared),
             metrics.clone(),
             config.limits,
-            AdmissionRules { bootstrap, certificates: config.certificates },
+            AdmissionRules { bootstrap, certificates: config.certificates, version: config.version },
         );
         service.listen(config.listen).await?;
         tracing::info!(
@@ -239,17 +246,18 @@ impl NetworkHandle {
 
     /// The peers with an admitted connection, in node-id order.
     pub fn connected_peers(&self) -> Vec<NodeId> {
-        self.shared.connected.read().iter().copied().collect()
+        self.shared.connected.read().keys().copied().collect()
     }
 
-    /// How many peers have an admitted connection.
-    pub fn connected_count(&self) -> usize {
-        self.shared.connected.read().len()
+    /// The peers with an admitted connection and the versions each stated in admission (`None`
+    /// without certificates, when there is no admission exchange), in node-id order.
+    pub fn peers(&self) -> Vec<(NodeId, Option<PeerVersion>)> {
+        self.shared.connected.read().iter().map(|(node, version)| (*node, version.clone())).collect()
     }
 
     /// Whether `node` has an admitted connection.
     pub fn is_connected(&self, node: &NodeId) -> bool {
-        self.shared.connected.read().contains(node)
+        self.shared.connected.read().contains_key(node)
     }
 
     /// Sends a consensus message to one connected peer (fire and forget).

@@ -22,9 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     Command, NetworkError, NetworkEvent, NodeId, Protocol, Result, Shared,
     behaviour::{Behaviour, BehaviourEvent, Refusal},
-    certificates::{CertRefusal, CertificateGate, Certificates},
+    certificates::{AdmissionRefusal, CertificateGate, Certificates},
     codec::{Frame, FrameError},
     config::{Limits, tcp_multiaddr},
+    hello::PeerVersion,
     identity::node_id_of,
     limits::{
         BAN_DURATION, DNS_TIMEOUT, LISTEN_TIMEOUT, MAX_HELD_PEER_EVENTS, OUTBOX_BACKLOG, RateLimiter, Violations,
@@ -32,6 +33,7 @@ use super::{
     metrics::{INBOUND, NetworkMetrics, OUTBOUND},
     peers::Dialer,
 };
+use crate::version::NodeVersion;
 
 /// How long the task sleeps when no dial is scheduled (it wakes earlier for any event).
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
@@ -134,10 +136,12 @@ pub(super) struct Service {
     resolving: FuturesUnordered<BoxFuture<'static, Resolved>>,
 }
 
-/// Who the network admits: the whitelist (checked, with peer ids) and the certificate rules.
+/// Who the network admits: the whitelist (checked, with peer ids), and the certificate rules
+/// with the versions this node states beside its certificate.
 pub(super) struct AdmissionRules {
     pub(super) bootstrap: Vec<(PeerId, NodeId, Multiaddr)>,
     pub(super) certificates: Option<Certificates>,
+    pub(super) version: NodeVersion,
 }
 
 impl Service {
@@ -150,7 +154,7 @@ impl Service {
         limits: Limits,
         rules: AdmissionRules,
     ) -> Self {
-        let AdmissionRules { bootstrap, certificates } = rules;
+        let AdmissionRules { bootstrap, certificates, version } = rules;
         let local_peer = *swarm.local_peer_id();
         let bootstrap = bootstrap
             .into_iter()
@@ -169,7 +173,7 @@ impl Service {
             bootstrap,
             registry: HashMap::new(),
             dialer: Dialer::default(),
-            gate: certificates.map(CertificateGate::new),
+            gate: certificates.map(|certificates| CertificateGate::new(certificates, &version)),
             connected: HashMap::new(),
             guards: HashMap::new(),
             outboxes: HashMap::new(),
@@ -477,7 +481,7 @@ impl Service {
                         let chain = gate.own_message();
                         self.swarm.behaviour_mut().certificates.send_request(&peer_id, Frame::Data(chain));
                     }
-                    None => self.admit(peer_id, node, now),
+                    None => self.admit(peer_id, node, None, now),
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
@@ -537,17 +541,21 @@ impl Service {
         }
     }
 
-    /// `peer` passed admission: it counts as connected from now on.
-    fn admit(&mut self, peer: PeerId, node: NodeId, now: Instant) {
+    /// `peer` passed admission, stating `version`: it counts as connected from now on.
+    fn admit(&mut self, peer: PeerId, node: NodeId, version: Option<PeerVersion>, now: Instant) {
         self.connected.insert(peer, node);
-        self.shared.connected.write().insert(node);
+        let (software, protocol) = match &version {
+            Some(version) => (version.software.as_deref().unwrap_or("unstated"), Some(version.protocol)),
+            None => ("unknown", None),
+        };
+        tracing::info!(target: "network", %node, software, protocol, "peer admitted");
+        self.shared.connected.write().insert(node, version);
         self.metrics.connected_peers.set(gauge(self.connected.len()));
         self.dialer.connected(&peer, now);
-        tracing::info!(target: "network", %node, "peer admitted");
         self.notify(NetworkEvent::PeerConnected(node));
     }
 
-    /// A peer presented its certificate chain.
+    /// A peer presented its versions and certificate chain.
     fn on_certificate(&mut self, peer: PeerId, request: Frame, channel: ResponseChannel<Bytes>) {
         // The acknowledgement; failure means the stream is gone already.
         let _ = self.swarm.behaviour_mut().certificates.send_response(channel, Bytes::new());
@@ -555,11 +563,11 @@ impl Service {
         let Some(node) = node_id_of(&peer) else { return };
         let presented = match request {
             Frame::Data(bytes) => gate.present(peer, node, &bytes, SystemTime::now()),
-            Frame::Rejected(error) => Err(CertRefusal::Malformed(error.to_string())),
+            Frame::Rejected(error) => Err(AdmissionRefusal::Malformed(error.to_string())),
         };
         match presented {
-            Ok(true) => self.admit(peer, node, Instant::now()),
-            Ok(false) => {}
+            Ok(Some(version)) => self.admit(peer, node, Some(version), Instant::now()),
+            Ok(None) => {}
             Err(refusal) => {
                 if let Some(gate) = &mut self.gate {
                     gate.disconnected(&peer);
@@ -570,10 +578,10 @@ impl Service {
     }
 
     /// Drops peers whose certificates were refused, counting each reason.
-    fn drop_refused(&mut self, refused: Vec<(PeerId, CertRefusal)>) {
+    fn drop_refused(&mut self, refused: Vec<(PeerId, AdmissionRefusal)>) {
         for (peer, refusal) in refused {
             self.metrics.refuse(refusal.metric_label());
-            tracing::warn!(target: "network", %peer, %refusal, "dropping peer: certificate refused");
+            tracing::warn!(target: "network", %peer, %refusal, "dropping peer: admission refused");
             let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
@@ -582,8 +590,8 @@ impl Service {
     /// expired.
     fn enforce_certificates(&mut self, now: Instant, wall: SystemTime) {
         let Some(gate) = &mut self.gate else { return };
-        let mut refused: Vec<(PeerId, CertRefusal)> =
-            gate.overdue(now).into_iter().map(|peer| (peer, CertRefusal::NoCertificate)).collect();
+        let mut refused: Vec<(PeerId, AdmissionRefusal)> =
+            gate.overdue(now).into_iter().map(|peer| (peer, AdmissionRefusal::NoCertificate)).collect();
         if gate.any_expired(wall) {
             refused.extend(gate.recheck(wall));
         }

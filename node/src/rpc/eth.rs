@@ -236,10 +236,12 @@ fn blocking_method<T: Serialize + Clone + Send + 'static>(
 
 fn module(api: EthApi) -> Result<RpcModule<EthApi>, jsonrpsee::core::RegisterMethodError> {
     let mut m = RpcModule::new(api);
-    method(&mut m, "web3_clientVersion", |_, _| Ok(format!("bcos-node/v{}/rust", bcos_sdk::VERSION)))?;
+    method(&mut m, "web3_clientVersion", |ctx, _| Ok(format!("bcos-node/v{}/rust", ctx.api.version.software())))?;
     method(&mut m, "net_version", |ctx, _| Ok(ctx.api.chain.chain_id().to_string()))?;
     method(&mut m, "net_listening", |_, _| Ok(true))?;
-    method(&mut m, "net_peerCount", |_, _| Ok(U64::ZERO))?;
+    method(&mut m, "net_peerCount", |ctx, _| {
+        Ok(U64::from(ctx.api.network.get().map_or(0, |network| network.connected_peers().len())))
+    })?;
     method(&mut m, "eth_chainId", |ctx, _| Ok(U64::from(ctx.api.chain.chain_id())))?;
     method(&mut m, "eth_syncing", |_, _| Ok(false))?;
     method(&mut m, "eth_accounts", |_, _| Ok(Vec::<Address>::new()))?;

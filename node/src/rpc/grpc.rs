@@ -208,6 +208,17 @@ impl GrpcService {
             syncing: status.syncing,
             txpool_size: status.txpool_size,
             leading: status.leading,
+            max_compatibility_version: status.max_compatibility_version,
+            halted: status.halted.unwrap_or_default(),
+            peer_versions: status
+                .peer_versions
+                .into_iter()
+                .map(|peer| proto::PeerVersion {
+                    node_id: peer.node_id.to_vec(),
+                    version: peer.version.unwrap_or_default(),
+                    protocol_version: peer.protocol_version.unwrap_or_default(),
+                })
+                .collect(),
         })
     }
 
@@ -625,7 +636,9 @@ mod tests {
         assert_eq!(status.genesis_hash, node.api.chain.genesis_hash().to_vec());
         assert_eq!(status.head_hash, status.genesis_hash);
         assert_eq!(status.node_id, node.key.node_id().to_vec());
-        assert_eq!(status.protocol_version, crate::rpc::PROTOCOL_VERSION);
+        assert_eq!(status.protocol_version, crate::version::PROTOCOL_VERSION);
+        assert_eq!(status.max_compatibility_version, crate::version::MAX_COMPATIBILITY_VERSION);
+        assert_eq!((status.halted.as_str(), status.peers, status.peer_versions.len()), ("", 0, 0));
         assert_eq!(status.consensus_mode, "pbft");
 
         let genesis = client.block_by_number(0).await.expect("genesis block");
