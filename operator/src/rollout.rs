@@ -47,6 +47,8 @@ pub struct ObservedNode {
     pub leader: bool,
     /// The version its Member's StatefulSet gives new Pods.
     pub template_version: Option<String>,
+    /// The highest chain compatibility version its build executes, when it answers.
+    pub max_compatibility_version: Option<u32>,
 }
 
 impl ObservedNode {
@@ -76,11 +78,17 @@ pub enum Effect {
         reason: &'static str,
         /// Its message.
         note: String,
+        /// The node Pod it concerns, if one.
+        node: Option<String>,
     },
 }
 
 fn event(warning: bool, reason: &'static str, note: String) -> Effect {
-    Effect::Event { warning, reason, note }
+    Effect::Event { warning, reason, note, node: None }
+}
+
+fn node_event(node: &str, warning: bool, reason: &'static str, note: String) -> Effect {
+    Effect::Event { warning, reason, note, node: Some(node.to_owned()) }
 }
 
 /// The version member StatefulSets give new Pods: the one a rollout moves nodes to, otherwise the
@@ -91,6 +99,16 @@ pub fn deployed_version(chain: &ConsortiumChain) -> &str {
         Some(rollout) if rollout.phase.is_active() => rollout.target(),
         _ => status.and_then(|status| status.version.as_deref()).unwrap_or(&chain.spec.version),
     }
+}
+
+/// The compatibility version the chain can be raised to: the highest every node executes, once
+/// no rollout is under way and every node answers. A node that is down or silent may run an
+/// older build, so then there is none.
+pub fn compatibility_target(status: &ConsortiumChainStatus, nodes: &[ObservedNode]) -> Option<u32> {
+    if nodes.is_empty() || status.rollout.as_ref().is_some_and(|rollout| rollout.phase.is_active()) {
+        return None;
+    }
+    nodes.iter().map(|node| node.max_compatibility_version).collect::<Option<Vec<u32>>>()?.into_iter().min()
 }
 
 /// Moves the chain's rollout one step towards `spec_version`.
@@ -270,7 +288,8 @@ fn check_in_flight(
         tracked.state = if reverting { NodeRolloutState::Reverted } else { NodeRolloutState::Upgraded };
         tracked.finished_at = Some(now.to_string());
         let (reason, done) = if reverting { ("NodeReverted", "is back on") } else { ("NodeUpgraded", "runs") };
-        return InFlight::Done(event(false, reason, format!("{} {done} {target} and is caught up", tracked.name)));
+        let note = format!("{} {done} {target} and is caught up", tracked.name);
+        return InFlight::Done(node_event(&tracked.name, false, reason, note));
     }
     let started = tracked.restarted_at.as_deref().and_then(|time| time.parse::<Timestamp>().ok()).unwrap_or(now);
     let timeout = SignedDuration::from_secs(i64::from(upgrade.node_timeout_seconds));
@@ -293,11 +312,11 @@ fn check_in_flight(
         tracked.state = NodeRolloutState::Failed;
         rollout.phase = RolloutPhase::Halted;
         rollout.message = format!("rollback halted: {name} did not come back on {target} within {seconds}s: {why}");
-        return InFlight::Failed(vec![event(true, "RollbackHalted", rollout.message.clone())]);
+        return InFlight::Failed(vec![node_event(&name, true, "RollbackHalted", rollout.message.clone())]);
     }
     tracked.state = NodeRolloutState::Failed;
     let failure = format!("{name} did not become healthy on {target} within {seconds}s: {why}");
-    let mut effects = vec![event(true, "NodeUpgradeFailed", failure.clone())];
+    let mut effects = vec![node_event(&name, true, "NodeUpgradeFailed", failure.clone())];
     if upgrade.rollback_on_failure {
         rollout.phase = RolloutPhase::RollingBack;
         rollout.message = format!("{failure}; rolling back to {}", rollout.from_version);
@@ -361,7 +380,7 @@ fn start_next(
         tracked.finished_at = None;
         rollout.message = format!("restarting {} on {target}", tracked.name);
         let (reason, verb) = if rolling_back { ("NodeReverting", "back to") } else { ("NodeUpgrading", "on") };
-        effects.push(event(false, reason, format!("restarting {} {verb} {target}", tracked.name)));
+        effects.push(node_event(&tracked.name, false, reason, format!("restarting {} {verb} {target}", tracked.name)));
         effects.push(Effect::DeletePod(tracked.name.clone()));
         return effects;
     }

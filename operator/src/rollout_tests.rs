@@ -27,6 +27,7 @@ fn node(name: &str, consensus: bool, version: &str) -> ObservedNode {
         height: Some(10),
         leader: false,
         template_version: Some(version.to_owned()),
+        max_compatibility_version: Some(1),
     }
 }
 
@@ -105,6 +106,9 @@ impl Fleet {
             if !node.ready && !broken {
                 node.ready = true;
                 node.reported_version = node.image_version.clone();
+                // Builds after 1.0.0 execute compatibility version 2.
+                let old = node.reported_version.as_deref() == Some("1.0.0");
+                node.max_compatibility_version = Some(if old { 1 } else { 2 });
             }
             if node.ready {
                 node.height = Some(head);
@@ -327,4 +331,21 @@ fn nodes_that_join_during_a_rollout_on_the_new_version_are_not_restarted() {
     assert!(!deleted.contains(&"e-0".to_owned()));
     assert_eq!(fleet.rollout().phase, RolloutPhase::Complete);
     assert!(fleet.states().contains(&("e-0", NodeRolloutState::Upgraded)));
+}
+
+#[test]
+fn the_compatibility_version_is_raised_only_once_every_node_runs_a_build_that_executes_it() {
+    let mut fleet = Fleet::new();
+    assert_eq!(compatibility_target(&fleet.status, &fleet.nodes), Some(1));
+    fleet.start("1.1.0");
+    while fleet.rollout().phase.is_active() {
+        assert_eq!(compatibility_target(&fleet.status, &fleet.nodes), None, "not during the rollout");
+        fleet.tick(5);
+        fleet.reconcile("1.1.0");
+    }
+    assert_eq!(fleet.rollout().phase, RolloutPhase::Complete);
+    assert_eq!(compatibility_target(&fleet.status, &fleet.nodes), Some(2), "{:?}", fleet.nodes);
+    // A node that does not answer may run anything: no raise.
+    fleet.nodes[0].max_compatibility_version = None;
+    assert_eq!(compatibility_target(&fleet.status, &fleet.nodes), None);
 }

@@ -6,7 +6,9 @@
 //!
 //! The two versions are the same `bcos-node` binary reporting the tag of its Pod's image as its
 //! version (`BCOS_REPORTED_VERSION`, which the node offers for exactly this). A `-broken` tag
-//! makes one consensus node fail at start-up, as a release that cannot open its data would.
+//! makes one consensus node fail at start-up, as a release that cannot open its data would, and
+//! 0.1.0 plays a first release that executes compatibility version 1 only, so the operator raises
+//! the chain's compatibility version to 2 once every node runs 0.2.0.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -48,6 +50,8 @@ fn versioned_node(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
              tag=\"${{BCOS_POD_IMAGE##*:}}\"\n\
              case \"$tag\" in *-broken) if [ \"$POD_NAME\" = \"{FAILS_ON}\" ]; then\n\
                echo \"bcos-node $tag: cannot open the chain data\" >&2; exit 1; fi;; esac\n\
+             # The first release executes compatibility version 1 only.\n\
+             case \"$tag\" in 0.1.0) set -- \"$@\" --max-compatibility-version 1;; esac\n\
              BCOS_REPORTED_VERSION=\"$tag\" exec {} \"$@\"\n",
             node.display()
         ),
@@ -66,15 +70,33 @@ async fn a_version_change_rolls_node_by_node_under_load_and_a_broken_one_rolls_b
         eprintln!("{}", f.diagnostics(&["trade-finance-bank-a-1", FAILS_ON, "trade-finance-insurer-0"]));
         let events = f.plane.kubectl(["-n", NAMESPACE, "get", "events", "--sort-by=.lastTimestamp"]).await;
         eprintln!("--- events ---\n{}", events.unwrap_or_default());
+        let strategies = f
+            .plane
+            .kubectl([
+                "-n",
+                NAMESPACE,
+                "get",
+                "statefulsets",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} {.spec.updateStrategy}{\"\\n\"}{end}",
+            ])
+            .await;
+        eprintln!("--- update strategies ---\n{}", strategies.unwrap_or_default());
     }
     result
 }
 
 async fn scenario(f: &OperatorChain) -> anyhow::Result<()> {
     let chain = f.start_example_chain().await?;
-    ensure!(chain.status.and_then(|status| status.version).as_deref() == Some("0.1.0"));
+    let status = chain.status.unwrap_or_default();
+    ensure!(status.version.as_deref() == Some("0.1.0"), "status version {:?}", status.version);
     wait_for("every node to report 0.1.0", STEP_TIMEOUT, || async { Ok(all_report(f, "0.1.0").await.then_some(())) })
         .await?;
+    let compatibility = wait_for("the chain's compatibility version in its status", STEP_TIMEOUT, || async {
+        Ok(f.chain().await?.status.and_then(|status| status.compatibility_version))
+    })
+    .await?;
+    ensure!(compatibility == 1, "a chain of first-release nodes runs compatibility {compatibility}");
 
     // The upgrade, under load.
     let report = under_load(f, async {
@@ -99,6 +121,12 @@ async fn scenario(f: &OperatorChain) -> anyhow::Result<()> {
     ensure!(rollout.nodes.iter().all(|node| node.state == NodeRolloutState::Upgraded), "{:?}", rollout.nodes);
     ensure!(all_report(f, "0.2.0").await, "not every node reports 0.2.0");
     ensure!(report.most_consensus_down <= 1, "{} consensus nodes were down at once", report.most_consensus_down);
+    // Every node now executes version 2: the operator raises the chain's compatibility version.
+    wait_for("the compatibility version to be raised to 2", STEP_TIMEOUT, || async {
+        let status = f.chain().await?.status.unwrap_or_default();
+        Ok((status.compatibility_version == Some(2)).then_some(()))
+    })
+    .await?;
     let order = restarts(f).await?;
     ensure!(
         order.first().map(String::as_str) == Some("trade-finance-bank-a-1"),
@@ -256,12 +284,20 @@ fn is_ready(pod: &Pod) -> bool {
 async fn all_report(f: &OperatorChain, version: &str) -> bool {
     let mut versions = HashMap::new();
     for pod in FOUNDER_PODS {
-        let Some(ip) = f.runner.pod_ip(NAMESPACE, pod) else { return false };
-        let Ok(mut client) = NodeClient::connect(format!("http://{ip}:50051")).await else { return false };
-        let Ok(status) = client.status().await else { return false };
-        versions.insert(pod, status.version);
+        let reported = match f.runner.pod_ip(NAMESPACE, pod) {
+            Some(ip) => match NodeClient::connect(format!("http://{ip}:50051")).await {
+                Ok(mut client) => client.status().await.map(|status| status.version).ok(),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        versions.insert(pod, reported);
     }
-    versions.values().all(|reported| reported == version)
+    let all = versions.values().all(|reported| reported.as_deref() == Some(version));
+    if !all {
+        eprintln!("waiting for {version}: {versions:?}");
+    }
+    all
 }
 
 /// The Pods the operator restarted, in order, from its `NodeUpgrading` Events.

@@ -135,11 +135,11 @@ pub async fn reconcile(chain: Arc<ConsortiumChain>, ctx: Arc<Context>) -> Result
 
     let members = chain_members(&ctx, &namespace, &name).await?;
     summarize(&mut status, &chain, &members);
-    if status.phase == ChainPhase::Running {
-        apply_settings(&chain, &ctx, &namespace, &admin, &mut status).await?;
-    }
     let fault_budget = chain.spec.consensus.mode.fault_budget(status.nodes.consensus.max(1));
-    let upgrading = upgrade::reconcile(&chain, &ctx, &namespace, &members, fault_budget, &mut status).await?;
+    let upgrade = upgrade::reconcile(&chain, &ctx, &namespace, &members, fault_budget, &mut status).await?;
+    if status.phase == ChainPhase::Running {
+        apply_settings(&chain, &ctx, &namespace, &admin, upgrade.compatibility_target, &mut status).await?;
+    }
     ctx.apply_disruption_budget(
         &namespace,
         &names::disruption_budget(&name),
@@ -150,22 +150,24 @@ pub async fn reconcile(chain: Arc<ConsortiumChain>, ctx: Arc<Context>) -> Result
     .await?;
     status.observed_generation = generation;
     patch_status(&chains, chain.as_ref(), &status).await?;
-    Ok(Action::requeue(if upgrading { WAIT } else { RESYNC }))
+    Ok(Action::requeue(if upgrade.active { WAIT } else { RESYNC }))
 }
 
-/// Proposes what `spec.consensus` changes on chain, and reports it in Events.
+/// Proposes what `spec.consensus` changes on chain, and the compatibility version every node's
+/// build executes, and reports it in Events.
 async fn apply_settings(
     chain: &ConsortiumChain,
     ctx: &Context,
     namespace: &str,
     admin: &bcos_sdk::crypto::AccountKey,
+    compatibility_target: Option<u32>,
     status: &mut ConsortiumChainStatus,
 ) -> Result<(), Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = format!("{}={}", names::CHAIN_LABEL, chain.name_any());
     let chain_pods = nodes::pods(&pods, &selector).await.map_err(kube_err("listing Pods"))?;
     let Some(mut governor) = nodes::governor(&chain_pods, admin).await else { return Ok(()) };
-    let change = settings::reconcile(&mut governor, &chain.spec.consensus, status)
+    let change = settings::reconcile(&mut governor, &chain.spec.consensus, compatibility_target, status)
         .await
         .map_err(|source| Error::Governance { what: "changing the consensus settings".into(), source })?;
     let (warning, reason, note) = match change {

@@ -450,18 +450,20 @@ async fn record(
     done: &str,
     outcome: ProposalOutcome,
 ) {
-    match outcome {
-        ProposalOutcome::Executed { block, .. } => {
-            ctx.event(member, false, action, format!("node {node} {done} in block {block}")).await;
-        }
-        ProposalOutcome::Pending { id, expires_at_block } => {
-            ctx.event(member, false, action, format!("proposal {id} for node {node} awaits committee votes")).await;
-            status.pending_proposal =
-                Some(PendingProposal { id: id.to_string(), action: format!("{action} {node}"), expires_at_block });
-        }
-        ProposalOutcome::Failed { id, reason } => {
-            ctx.event(member, true, action, format!("proposal {id} for node {node} failed: {reason}")).await;
-        }
+    let (warning, note) = match &outcome {
+        ProposalOutcome::Executed { block, .. } => (false, format!("node {node} {done} in block {block}")),
+        ProposalOutcome::Pending { id, .. } => (false, format!("proposal {id} for node {node} awaits committee votes")),
+        ProposalOutcome::Failed { id, reason } => (true, format!("proposal {id} for node {node} failed: {reason}")),
+    };
+    if let ProposalOutcome::Pending { id, expires_at_block } = outcome {
+        status.pending_proposal =
+            Some(PendingProposal { id: id.to_string(), action: format!("{action} {node}"), expires_at_block });
+    }
+    // The member CA's revocation concerns the member itself, not one of its Pods.
+    if node == member.name_any() {
+        ctx.event(member, warning, action, note).await;
+    } else {
+        ctx.node_event(member, node, warning, action, note).await;
     }
 }
 

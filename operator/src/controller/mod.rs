@@ -10,6 +10,7 @@ pub mod upgrade;
 
 use std::{sync::Arc, time::Duration};
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Client, Resource, ResourceExt,
     api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
@@ -43,12 +44,44 @@ impl Context {
 
     /// Publishes an Event about `object`; a refused Event is logged, never fatal.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, object: &K, warning: bool, reason: &str, note: String) {
+        self.publish(object, None, warning, reason, note).await;
+    }
+
+    /// Publishes an Event about `object` concerning its node Pod `pod`. The recorder folds
+    /// Events of one object and reason into a series that keeps the first message, so each Pod
+    /// needs its own reference for its steps to stay visible.
+    pub async fn node_event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        pod: &str,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let pod = ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Pod".to_owned()),
+            name: Some(pod.to_owned()),
+            namespace: object.meta().namespace.clone(),
+            ..Default::default()
+        };
+        self.publish(object, Some(pod), warning, reason, note).await;
+    }
+
+    async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        related: Option<ObjectReference>,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.to_owned(),
             note: Some(note),
             action: reason.to_owned(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, reason, "cannot publish event");

@@ -1,7 +1,10 @@
 //! Chain settings driven by the resource: when `spec.consensus` differs from the system config
 //! on chain, the operator proposes the change with its governance key. A consensus mode change is
 //! scheduled [`SWITCH_AHEAD`] blocks after the current head, so every node switches at the same
-//! height; the other settings take effect from the next block, as the contract does.
+//! height; the other settings take effect from the next block, as the contract does. Once every
+//! node runs a build that executes a higher compatibility version (and no rollout is under way),
+//! the operator raises the chain's to it, which turns on the features that version brings; it
+//! never lowers it.
 
 use alloy_primitives::U256;
 use bcos_sdk::{
@@ -16,6 +19,8 @@ use crate::crd::{ConsensusSpec, ConsortiumChainStatus, PendingProposal};
 pub const SWITCH_AHEAD: u64 = 10;
 /// Blocks a settings proposal stays open for the committee's votes.
 const PROPOSAL_LIFETIME: u64 = 100_000;
+/// The system config key of the execution rules in force.
+const COMPATIBILITY_KEY: &str = "compatibility_version";
 /// The system config's refusal of a switch height that is no longer in the future.
 const TOO_LATE: &str = "is not after the current block";
 
@@ -64,11 +69,13 @@ pub enum Change {
     },
 }
 
-/// Brings the on-chain consensus settings to `spec`, one proposal per call, and records a
-/// pending switch (mode and height) in `status`.
+/// Brings the on-chain consensus settings to `spec` and the compatibility version up to
+/// `compatibility_target`, one proposal per call, and records a pending switch (mode and height)
+/// in `status`.
 pub async fn reconcile(
     governor: &mut Governor,
     spec: &ConsensusSpec,
+    compatibility_target: Option<u32>,
     status: &mut ConsortiumChainStatus,
 ) -> Result<Option<Change>, GovernanceError> {
     let height = governor.status().await?.height;
@@ -119,7 +126,11 @@ pub async fn reconcile(
             }
         }));
     }
-    for setting in settings(spec) {
+    let (compatibility, _) = latest(governor, COMPATIBILITY_KEY).await?;
+    let raise = compatibility_target
+        .filter(|target| compatibility.parse::<u32>().is_ok_and(|current| *target > current))
+        .map(|target| Setting { key: COMPATIBILITY_KEY, wanted: target.to_string() });
+    for setting in settings(spec).into_iter().chain(raise) {
         let (value, _) = latest(governor, setting.key).await?;
         if value == setting.wanted {
             continue;

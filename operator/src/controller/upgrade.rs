@@ -21,7 +21,15 @@ use crate::{
     rollout::{self, Effect, ObservedNode},
 };
 
-/// Steps the chain's rollout and applies what it decides; returns whether one is under way.
+/// What the rollout step leaves for the rest of the chain's reconcile.
+pub struct Outcome {
+    /// A rollout is under way (reconcile again soon).
+    pub active: bool,
+    /// The compatibility version every node's build executes, with no rollout under way.
+    pub compatibility_target: Option<u32>,
+}
+
+/// Steps the chain's rollout and applies what it decides.
 pub async fn reconcile(
     chain: &ConsortiumChain,
     ctx: &Context,
@@ -29,8 +37,11 @@ pub async fn reconcile(
     members: &[Member],
     fault_budget: u32,
     status: &mut ConsortiumChainStatus,
-) -> Result<bool, Error> {
-    let observed = observe(chain, ctx, namespace, members).await?;
+) -> Result<Outcome, Error> {
+    let (observed, compatibility) = observe(chain, ctx, namespace, members).await?;
+    if compatibility.is_some() {
+        status.compatibility_version = compatibility;
+    }
     let effects =
         rollout::step(status, &chain.spec.version, &chain.spec.upgrade, &observed, fault_budget, Timestamp::now());
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
@@ -41,20 +52,27 @@ pub async fn reconcile(
                 Err(kube::Error::Api(response)) if response.code == 404 => {}
                 Err(source) => return Err(Error::Kube { what: format!("deleting Pod {name} to upgrade it"), source }),
             },
-            Effect::Event { warning, reason, note } => ctx.event(chain, warning, reason, note).await,
+            Effect::Event { warning, reason, note, node: None } => ctx.event(chain, warning, reason, note).await,
+            Effect::Event { warning, reason, note, node: Some(pod) } => {
+                ctx.node_event(chain, &pod, warning, reason, note).await
+            }
         }
     }
     reflect(status, &chain.spec.version, chain.metadata.generation);
-    Ok(status.rollout.as_ref().is_some_and(|rollout| rollout.phase.is_active()))
+    Ok(Outcome {
+        active: status.rollout.as_ref().is_some_and(|rollout| rollout.phase.is_active()),
+        compatibility_target: rollout::compatibility_target(status, &observed),
+    })
 }
 
-/// Every node Pod of the chain with what it reports and its Member's template version.
+/// Every node Pod of the chain with what it reports and its Member's template version, and the
+/// highest compatibility version in force any of them reports.
 async fn observe(
     chain: &ConsortiumChain,
     ctx: &Context,
     namespace: &str,
     members: &[Member],
-) -> Result<Vec<ObservedNode>, Error> {
+) -> Result<(Vec<ObservedNode>, Option<u32>), Error> {
     let selector = format!("{}={}", names::CHAIN_LABEL, chain.name_any());
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let endpoints = nodes::pods(&pods, &selector).await.map_err(kube_err("listing Pods"))?;
@@ -77,9 +95,11 @@ async fn observe(
         .map(|node| (node.name.as_str(), node.registered_type))
         .collect();
     let mut observed = Vec::with_capacity(endpoints.len());
+    let mut compatibility = None;
     for pod in endpoints {
         let Some(member) = pod.member.clone() else { continue };
         let reported = nodes::status(&pod).await;
+        compatibility = compatibility.max(reported.as_ref().map(|status| status.compatibility_version));
         observed.push(ObservedNode {
             consensus: registered.get(pod.name.as_str()) == Some(&NodeType::Consensus),
             ready: pod.ready,
@@ -88,11 +108,12 @@ async fn observe(
             height: reported.as_ref().map(|status| status.height),
             leader: reported.as_ref().is_some_and(|status| status.leading),
             template_version: templates.get(&member).cloned(),
+            max_compatibility_version: reported.as_ref().map(|status| status.max_compatibility_version),
             member,
             name: pod.name,
         });
     }
-    Ok(observed)
+    Ok((observed, compatibility))
 }
 
 /// The rollout in the chain's phase and conditions.

@@ -356,6 +356,9 @@ pub struct ConsortiumChainStatus {
     /// The version the chain's nodes are deployed with when no rollout is under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The chain's compatibility version in force (its execution rules), as the nodes report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compatibility_version: Option<u32>,
     /// The latest version rollout, node by node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
