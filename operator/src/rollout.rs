@@ -387,12 +387,22 @@ fn start_next(
 }
 
 /// The next node to restart: upgrading, pending observers, then pending consensus nodes with the
-/// leader last; rolling back, the failed node, then the upgraded ones in reverse order.
+/// leader last; rolling back, the failed node, then the upgraded ones in reverse order, then any
+/// other node on another image.
 fn next_node(rollout: &RolloutStatus, nodes: &[ObservedNode], rolling_back: bool) -> Option<usize> {
     let is_leader = |name: &str| nodes.iter().any(|node| node.name == name && node.leader);
     if rolling_back {
         let failed = rollout.nodes.iter().position(|node| node.state == NodeRolloutState::Failed);
-        return failed.or_else(|| rollout.nodes.iter().rposition(|node| node.state == NodeRolloutState::Upgraded));
+        let target = rollout.target();
+        // Whatever the record says, a node on another image has to come back too.
+        let elsewhere = |tracked: &NodeRollout| {
+            nodes
+                .iter()
+                .any(|node| node.name == tracked.name && node.image_version.as_deref().is_some_and(|v| v != target))
+        };
+        return failed
+            .or_else(|| rollout.nodes.iter().rposition(|node| node.state == NodeRolloutState::Upgraded))
+            .or_else(|| rollout.nodes.iter().position(elsewhere));
     }
     let pending = |consensus: bool, leader: bool| {
         rollout.nodes.iter().position(|node| {

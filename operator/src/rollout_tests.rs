@@ -349,3 +349,24 @@ fn the_compatibility_version_is_raised_only_once_every_node_runs_a_build_that_ex
     fleet.nodes[0].max_compatibility_version = None;
     assert_eq!(compatibility_target(&fleet.status, &fleet.nodes), None);
 }
+
+#[test]
+fn a_rollback_also_reverts_a_node_on_the_new_image_that_the_record_lost() {
+    let mut fleet = Fleet::new();
+    fleet.upgrade.node_timeout_seconds = 60;
+    fleet.broken.push(("b-0", "1.1.0"));
+    fleet.start("1.1.0");
+    // The observer and a-0 upgrade, b-0 fails; once the rollback starts, the record of a-0 is lost
+    // (an older status written back).
+    while fleet.rollout().phase != RolloutPhase::RollingBack {
+        fleet.tick(5);
+        fleet.reconcile("1.1.0");
+    }
+    let a0 = fleet.status.rollout.as_mut().and_then(|rollout| rollout.nodes.iter_mut().find(|node| node.name == "a-0"));
+    let a0 = a0.expect("a-0 tracked");
+    assert_eq!(a0.state, NodeRolloutState::Upgraded);
+    a0.state = NodeRolloutState::Pending;
+    fleet.run("1.1.0", 200);
+    assert_eq!(fleet.rollout().phase, RolloutPhase::RolledBack);
+    assert!(fleet.nodes.iter().all(|node| node.reported_version.as_deref() == Some("1.0.0")), "{:?}", fleet.nodes);
+}

@@ -27,7 +27,14 @@ pub async fn reconcile(chain: Arc<ConsortiumChain>, ctx: Arc<Context>) -> Result
     let namespace = chain.namespace().unwrap_or_default();
     let name = chain.name_any();
     let chains: Api<ConsortiumChain> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut status = chain.status.clone().unwrap_or_default();
+    // The status as last written, not as the watch cache has it: a rollout must continue from the
+    // step it recorded, even when this reconcile was triggered before that write reached the cache.
+    let mut status = chains
+        .get_status(&name)
+        .await
+        .map_err(kube_err(format!("reading the status of ConsortiumChain {name}")))?
+        .status
+        .unwrap_or_default();
     let generation = chain.metadata.generation;
 
     if let Some(problem) = immutable_change(&chain, &ctx, &namespace).await? {
@@ -137,6 +144,11 @@ pub async fn reconcile(chain: Arc<ConsortiumChain>, ctx: Arc<Context>) -> Result
     summarize(&mut status, &chain, &members);
     let fault_budget = chain.spec.consensus.mode.fault_budget(status.nodes.consensus.max(1));
     let upgrade = upgrade::reconcile(&chain, &ctx, &namespace, &members, fault_budget, &mut status).await?;
+    if upgrade.active {
+        // Recorded before anything below can fail: a Pod this step deleted must show as
+        // upgrading, or the next step would not wait for it.
+        patch_status(&chains, chain.as_ref(), &status).await?;
+    }
     if status.phase == ChainPhase::Running {
         apply_settings(&chain, &ctx, &namespace, &admin, upgrade.compatibility_target, &mut status).await?;
     }

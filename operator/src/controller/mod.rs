@@ -265,11 +265,14 @@ where
             message,
             generation,
         );
-        match patch_status(&api, object.as_ref(), &status).await {
+        // Only the conditions: the rest of the cached status may be older than what the last
+        // successful reconcile wrote (a rollout's progress), and must not be put back.
+        let body = serde_json::json!({"status": {"conditions": status.conditions_mut()}});
+        match api.patch_status(&object.name_any(), &PatchParams::default(), &Patch::Merge(body)).await {
             // The object is gone (a finalizer let go meanwhile): nothing to report on.
-            Err(Error::Kube { source: kube::Error::Api(response), .. }) if response.code == 404 => {}
+            Err(kube::Error::Api(response)) if response.code == 404 => {}
             Err(error) => tracing::warn!(%error, "cannot report the reconcile error in the status"),
-            Ok(()) => {}
+            Ok(_) => {}
         }
     });
 }
