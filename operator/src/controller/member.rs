@@ -450,20 +450,20 @@ async fn record(
     done: &str,
     outcome: ProposalOutcome,
 ) {
-    let (warning, note) = match &outcome {
-        ProposalOutcome::Executed { block, .. } => (false, format!("node {node} {done} in block {block}")),
-        ProposalOutcome::Pending { id, .. } => (false, format!("proposal {id} for node {node} awaits committee votes")),
-        ProposalOutcome::Failed { id, reason } => (true, format!("proposal {id} for node {node} failed: {reason}")),
-    };
+    let (warning, note) = outcome_note(&outcome, &format!("node {node}"), done);
     if let ProposalOutcome::Pending { id, expires_at_block } = outcome {
         status.pending_proposal =
             Some(PendingProposal { id: id.to_string(), action: format!("{action} {node}"), expires_at_block });
     }
-    // The member CA's revocation concerns the member itself, not one of its Pods.
-    if node == member.name_any() {
-        ctx.event(member, warning, action, note).await;
-    } else {
-        ctx.node_event(member, node, warning, action, note).await;
+    ctx.node_event(member, node, warning, action, note).await;
+}
+
+/// Whether a proposal's outcome about `subject` is a warning, and its Event message.
+fn outcome_note(outcome: &ProposalOutcome, subject: &str, done: &str) -> (bool, String) {
+    match outcome {
+        ProposalOutcome::Executed { block, .. } => (false, format!("{subject} {done} in block {block}")),
+        ProposalOutcome::Pending { id, .. } => (false, format!("proposal {id} for {subject} awaits committee votes")),
+        ProposalOutcome::Failed { id, reason } => (true, format!("proposal {id} for {subject} failed: {reason}")),
     }
 }
 
@@ -539,17 +539,9 @@ async fn leave(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action, Error> 
                     .await
                     .map_err(|source| Error::Governance { what: "revoking the member CA".into(), source })?;
                 let executed = matches!(outcome, ProposalOutcome::Executed { .. });
-                let mut scratch = MemberStatus::default();
-                record(
-                    &ctx,
-                    member.as_ref(),
-                    &mut scratch,
-                    "RevokeMemberCa",
-                    &member_name,
-                    "had its member CA revoked",
-                    outcome,
-                )
-                .await;
+                let subject = format!("member {member_name}");
+                let (warning, note) = outcome_note(&outcome, &subject, "had its member CA revoked");
+                ctx.event(member.as_ref(), warning, "RevokeMemberCa", note).await;
                 if !executed {
                     return Ok(Action::requeue(RESYNC));
                 }

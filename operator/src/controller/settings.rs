@@ -28,14 +28,16 @@ const TOO_LATE: &str = "is not after the current block";
 struct Setting {
     key: &'static str,
     wanted: String,
+    /// Proposed only when above the value on chain (the compatibility version never goes down).
+    raise_only: bool,
 }
 
 fn settings(spec: &ConsensusSpec) -> [Setting; 4] {
     [
-        Setting { key: "block_interval_ms", wanted: spec.block_interval_ms.to_string() },
-        Setting { key: "consensus_timeout_ms", wanted: spec.timeout_ms.to_string() },
-        Setting { key: "max_txs_per_block", wanted: spec.max_txs_per_block.to_string() },
-        Setting { key: "block_gas_limit", wanted: spec.block_gas_limit.to_string() },
+        Setting { key: "block_interval_ms", wanted: spec.block_interval_ms.to_string(), raise_only: false },
+        Setting { key: "consensus_timeout_ms", wanted: spec.timeout_ms.to_string(), raise_only: false },
+        Setting { key: "max_txs_per_block", wanted: spec.max_txs_per_block.to_string(), raise_only: false },
+        Setting { key: "block_gas_limit", wanted: spec.block_gas_limit.to_string(), raise_only: false },
     ]
 }
 
@@ -126,13 +128,18 @@ pub async fn reconcile(
             }
         }));
     }
-    let (compatibility, _) = latest(governor, COMPATIBILITY_KEY).await?;
-    let raise = compatibility_target
-        .filter(|target| compatibility.parse::<u32>().is_ok_and(|current| *target > current))
-        .map(|target| Setting { key: COMPATIBILITY_KEY, wanted: target.to_string() });
+    let raise = compatibility_target.map(|target| Setting {
+        key: COMPATIBILITY_KEY,
+        wanted: target.to_string(),
+        raise_only: true,
+    });
     for setting in settings(spec).into_iter().chain(raise) {
         let (value, _) = latest(governor, setting.key).await?;
-        if value == setting.wanted {
+        let lower = || match (value.parse::<u32>(), setting.wanted.parse::<u32>()) {
+            (Ok(current), Ok(wanted)) => wanted <= current,
+            _ => true,
+        };
+        if value == setting.wanted || (setting.raise_only && lower()) {
             continue;
         }
         let call = ISystemConfig::setValueByKeyCall { key: setting.key.into(), value: setting.wanted.clone() };
